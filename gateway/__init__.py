@@ -1,0 +1,17 @@
+"""Strangler migration gateway: route each endpoint of a Flask app to its FastAPI
+replacement (or a remote upstream), one route at a time, and flip back instantly."""
+
+from gateway.app import Gateway, create_app
+from gateway.config import ConfigError, GatewayConfig, Problem, load_config, parse_config
+from gateway.settings import Settings
+
+__all__ = [
+    "ConfigError",
+    "Gateway",
+    "GatewayConfig",
+    "Problem",
+    "Settings",
+    "create_app",
+    "load_config",
+    "parse_config",
+]

@@ -1,0 +1,212 @@
+"""The admin API under the reserved prefix (default `/-/`).
+
+    GET  /-/healthz          200 while the process serves
+    GET  /-/readyz           200 once a table is live and its backends started, else 503
+    GET  /-/routes           the live table, and the last rejected file as `last_error`
+    PUT  /-/routes/{id}      {"backend": NAME}: flip one route, persisted to the file
+    POST /-/reload           re-read the file now
+
+Reads are open. Changes need `Authorization: Bearer <token>` when
+`GATEWAY_ADMIN_TOKEN` is set (401 without, 403 wrong; compared in constant
+time); with no token configured they are accepted from loopback clients only.
+Every answer is JSON. A flip writes the file exactly as `gateway flip` does,
+applies it at once on this worker, and the other workers follow the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import json
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from gateway.config import ConfigError
+from gateway.dispatch import send_json
+from gateway.editing import EditError, flip
+from gateway.types import Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+log = logging.getLogger("gateway.admin")
+MAX_BODY = 64 * 1024
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Admin:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        token = gateway.settings.admin_token
+        self._token = token.encode() if token else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        """`path` is the normalised request path with the prefix's bare form removed."""
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        method = scope["method"]
+        if path in ("/healthz", "/readyz", "/routes", "/reload") or path.startswith("/routes/"):
+            if method == "GET" and path == "/healthz":
+                await send_json(send, 200, {"status": "ok"})
+            elif method == "GET" and path == "/readyz":
+                ready = self.gateway.ready
+                await send_json(
+                    send, 200 if ready else 503, {"status": "ready" if ready else "starting"}
+                )
+            elif method == "GET" and path == "/routes":
+                await send_json(send, 200, self.describe())
+            elif method == "POST" and path == "/reload":
+                if await self._authorised(scope, send):
+                    await self._reload(send)
+            elif method == "PUT" and path.startswith("/routes/") and path.count("/") == 2:
+                if await self._authorised(scope, send):
+                    await self._flip(path[len("/routes/") :], receive, send)
+            else:
+                await send_json(send, 405, {"error": f"method {method} not allowed on this path"})
+            return
+        await send_json(send, 404, {"error": "no such admin endpoint"})
+
+    def describe(self) -> dict[str, Any]:
+        table = self.gateway.table
+        error = self.gateway.reloader.last_error
+        last_error = {"at": _iso(error.at), "problems": list(error.problems)} if error else None
+        if table is None:
+            return {"loaded": False, "last_error": last_error}
+        config = table.config
+        return {
+            "loaded": True,
+            "version": config.version,
+            "sha256": config.sha256,
+            "source": config.source,
+            "loaded_at": _iso(table.loaded_at),
+            "last_error": last_error,
+            "default": config.default,
+            "backends": {b.name: {"kind": b.kind, "target": b.target} for b in config.backends},
+            "routes": [
+                {
+                    "id": r.id,
+                    "path": r.path,
+                    "methods": list(r.methods) if r.methods else None,
+                    "backend": r.backend,
+                }
+                for r in config.routes
+            ],
+        }
+
+    async def _authorised(self, scope: Scope, send: Send) -> bool:
+        if self._token is None:
+            client = scope.get("client")
+            if client and _is_loopback(client[0]):
+                return True
+            await send_json(
+                send,
+                403,
+                {
+                    "error": "admin changes are accepted from loopback only; "
+                    "set GATEWAY_ADMIN_TOKEN to allow remote clients"
+                },
+            )
+            return False
+        given = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                given = value
+                break
+        scheme, _, token = given.partition(b" ")
+        if not given or scheme.lower() != b"bearer":
+            await send_json(
+                send,
+                401,
+                {"error": "missing 'Authorization: Bearer <token>'"},
+                [(b"www-authenticate", b'Bearer realm="gateway-admin"')],
+            )
+            return False
+        if not hmac.compare_digest(token.strip(), self._token):
+            await send_json(send, 403, {"error": "wrong admin token"})
+            return False
+        return True
+
+    async def _reload(self, send: Send) -> None:
+        result = await self.gateway.reloader.reload("admin API")
+        if result.error is not None:
+            await send_json(
+                send,
+                422,
+                {
+                    "error": "the route file is invalid; the previous table keeps serving",
+                    "problems": list(result.error.problems),
+                },
+            )
+            return
+        await send_json(send, 200, {"reloaded": result.changed, **self.describe()})
+
+    async def _flip(self, route_id: str, receive: Receive, send: Send) -> None:
+        body = await _read_body(receive)
+        try:
+            payload = json.loads(body) if body is not None else None
+        except ValueError:
+            payload = None
+        backend = payload.get("backend") if isinstance(payload, dict) else None
+        if not isinstance(backend, str) or set(payload) != {"backend"}:  # type: ignore[arg-type]
+            await send_json(send, 400, {"error": 'the body must be {"backend": "<name>"}'})
+            return
+        path = self.gateway.settings.config
+        try:
+            # File I/O and the directory lock stay off the event loop.
+            result = await asyncio.to_thread(flip, path, route_id, backend)
+        except EditError as exc:
+            await send_json(send, exc.status, {"error": str(exc)})
+            return
+        except ConfigError as exc:
+            await send_json(
+                send,
+                409,
+                {
+                    "error": "the route file is invalid; fix it first",
+                    "problems": [str(p) for p in exc.problems],
+                },
+            )
+            return
+        log.info("route flipped: route=%s backend=%s via=admin-api", route_id, backend)
+        reload = await self.gateway.reloader.reload("admin API flip")
+        if reload.error is not None:
+            await send_json(
+                send,
+                500,
+                {
+                    "error": "the file was written but could not be applied",
+                    "problems": list(reload.error.problems),
+                },
+            )
+            return
+        route = next(r for r in self.describe()["routes"] if r["id"] == route_id)
+        await send_json(send, 200, {"route": route, "changed": bool(result.changed)})
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)

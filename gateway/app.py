@@ -1,0 +1,198 @@
+"""The gateway ASGI application: front door, lifespan, and the live table.
+
+`Gateway.__call__` is the request path. It reads `self.table` once (the live
+`RouteTable` snapshot), matches, and hands over to `dispatch.serve`. Paths
+under the admin prefix and the metrics path are the gateway's own and never
+reach a backend, however the client encodes them.
+
+The lifespan owns everything long-lived: the WSGI thread pool, the shared
+HTTP client, the running backends, and the file watcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import posixpath
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from gateway import upstream
+from gateway.admin import Admin
+from gateway.backends import BackendPool
+from gateway.config import ConfigError, GatewayConfig
+from gateway.dispatch import send_json, serve
+from gateway.metrics import Metrics
+from gateway.reload import Reloader
+from gateway.settings import Settings
+from gateway.table import RouteTable, build_table
+from gateway.types import Receive, Scope, Send
+
+log = logging.getLogger("gateway")
+
+
+class Gateway:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.table: RouteTable | None = None
+        self.metrics = Metrics() if self.settings.metrics else None
+        if self.metrics is not None:
+            self.metrics.set_weights_source(self._weights)
+        self.reloader = Reloader(self, Path(self.settings.config), self.settings.watch_interval)
+        self.admin = Admin(self)
+        self._prefix = self.settings.admin_prefix
+        self._prefix_bare = self._prefix.rstrip("/")
+        self._metrics_path = self.settings.metrics_path if self.metrics else None
+        self._pool: BackendPool | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[object]] = set()
+
+    # --- request path --------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        path: str = scope["path"]
+        if "//" in path or "/." in path or "\\" in path:
+            # Encoded or dotted spellings must not smuggle a request past the
+            # reserved-path check below, nor hide it from the admin API.
+            path = posixpath.normpath(path.replace("\\", "/"))
+            if path.startswith("//"):
+                path = "/" + path.lstrip("/")
+        if path.startswith(self._prefix) or path == self._prefix_bare:
+            await self.admin(scope, receive, send, path[len(self._prefix_bare) :])
+            return
+        if path == self._metrics_path and kind == "http":
+            await self._serve_metrics(send)
+            return
+        table = self.table
+        if table is None:
+            await send_json(send, 503, {"error": "the gateway has no route table yet"})
+            return
+        route = table.match(scope.get("method", "GET"), scope["path"])
+        if route is None:
+            if kind == "websocket":
+                await send({"type": "websocket.close", "code": 1000})
+            else:
+                await send_json(
+                    send, 404, {"error": "no route matches this request and there is no default"}
+                )
+            return
+        pool = self._pool
+        if pool is None:
+            await serve(route, scope, receive, send)
+            return
+        pool.enter(route.backend)
+        try:
+            await serve(route, scope, receive, send)
+        finally:
+            pool.leave(route.backend)
+
+    async def _serve_metrics(self, send: Send) -> None:
+        assert self.metrics is not None  # guarded by _metrics_path
+        body, content_type = self.metrics.render()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", content_type.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    def _weights(self) -> list[tuple[str, str, float]]:
+        table = self.table
+        return table.weights() if table is not None else []
+
+    # --- the live table ------------------------------------------------------
+
+    async def apply(self, config: GatewayConfig) -> RouteTable:
+        """Start what `config` needs, publish its table, retire what it dropped."""
+        if self._pool is None:
+            raise RuntimeError("the gateway has not started")
+        backends = await self._pool.prepare(config.backends)
+        table = build_table(config, backends, self.metrics, self.settings.route_headers)
+        self.table = table  # the swap: one assignment, no lock on the request path
+        self._pool.retire(backends)
+        if self.metrics is not None:
+            self.metrics.reload_result(True, table.loaded_at)
+        return table
+
+    @property
+    def ready(self) -> bool:
+        return self.table is not None
+
+    # --- lifespan ------------------------------------------------------------
+
+    async def startup(self) -> None:
+        executor = ThreadPoolExecutor(
+            max_workers=self.settings.wsgi_threads, thread_name_prefix="gateway-wsgi"
+        )
+        self._pool = BackendPool(executor, upstream.new_client())
+        config = await self.reloader.load_initial()
+        log.info(
+            "route table loaded: source=%s sha256=%s routes=%d backends=%s default=%s",
+            self.settings.config,
+            config.sha256[:12],
+            len(config.routes),
+            ",".join(b.name for b in config.backends),
+            config.default or "-",
+        )
+        self._watcher = asyncio.create_task(self.reloader.watch(), name="gateway-watch")
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+            # Only possible in the main thread (a served process, not an embedding test).
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
+
+    def _on_sighup(self) -> None:
+        task = asyncio.create_task(self.reloader.reload("SIGHUP"))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def shutdown(self) -> None:
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+            await pool.http.aclose()
+            pool.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        await receive()  # lifespan.startup
+        try:
+            await self.startup()
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("%s", problem)
+            await self.shutdown()
+            await send({"type": "lifespan.startup.failed", "message": "invalid route table"})
+            return
+        except Exception as exc:
+            log.error("gateway failed to start: %s", exc)
+            await self.shutdown()
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        await self.shutdown()
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+def create_app(settings: Settings | None = None) -> Gateway:
+    return Gateway(settings)
+
+
+def create_app_from_env() -> Gateway:
+    """The factory each `gateway serve` worker process calls."""
+    return Gateway(Settings.from_env())

@@ -1,0 +1,256 @@
+"""Backends: the three ways the gateway can serve a request, behind one seam.
+
+Every backend is an ASGI application with `start()` and `close()`:
+
+- `WSGIBackend`: a WSGI app (the legacy Flask app) run in-process through
+  a2wsgi, on one thread pool shared by every WSGI backend of the gateway.
+- `ASGIBackend`: an ASGI app (the new FastAPI app) run in-process; the
+  gateway drives its lifespan startup/shutdown itself, and hands each request
+  a copy of the state the app's lifespan set up.
+- `HTTPBackend`: a remote upstream, proxied over HTTP by `gateway.upstream`.
+
+Backends are long-lived: a reload that keeps a backend's spec keeps the same
+running instance, so a flip never restarts an application.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from a2wsgi import WSGIMiddleware
+
+from gateway.config import BackendSpec, import_target
+from gateway.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("gateway.backends")
+
+
+class BackendStartError(Exception):
+    """A backend could not start (its lifespan startup failed or it did not import)."""
+
+
+class Backend(Protocol):
+    spec: BackendSpec
+    supports_websocket: bool
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+
+class WSGIBackend:
+    supports_websocket = False
+
+    def __init__(self, spec: BackendSpec, executor: ThreadPoolExecutor) -> None:
+        self.spec = spec
+        app = import_target(spec.target)
+        # a2wsgi makes a pool per middleware; every WSGI backend shares the
+        # gateway's one pool instead, so its size is one setting for the process.
+        self._asgi = WSGIMiddleware(app, workers=1)
+        self._asgi.executor.shutdown(wait=False)
+        self._asgi.executor = executor
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._asgi(scope, receive, send)  # type: ignore[arg-type]
+
+
+class ASGIBackend:
+    supports_websocket = True
+
+    def __init__(self, spec: BackendSpec, app: ASGIApp | None = None) -> None:
+        self.spec = spec
+        self.app: ASGIApp = app if app is not None else import_target(spec.target)
+        self.state: dict[str, Any] = {}
+        self._lifespan: _Lifespan | None = None
+
+    async def start(self) -> None:
+        self._lifespan = _Lifespan(self.app, self.state, self.spec.name)
+        await self._lifespan.startup()
+
+    async def close(self) -> None:
+        if self._lifespan is not None:
+            await self._lifespan.shutdown()
+            self._lifespan = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Like a server does, give each request a shallow copy of the lifespan state.
+        scope["state"] = self.state.copy()
+        await self.app(scope, receive, send)
+
+
+class _Lifespan:
+    """Runs an ASGI app's lifespan protocol as the server would."""
+
+    def __init__(self, app: ASGIApp, state: dict[str, Any], name: str) -> None:
+        self.app = app
+        self.state = state
+        self.name = name
+        self.supported = True
+        self._inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._started = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._failure: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def _receive(self) -> Message:
+        return await self._inbox.get()
+
+    async def _send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "lifespan.startup.failed":
+            self._failure = str(message.get("message") or "startup failed")
+        if kind.startswith("lifespan.startup."):
+            self._started.set()
+        elif kind.startswith("lifespan.shutdown."):
+            if kind == "lifespan.shutdown.failed":
+                log.warning(
+                    "backend=%s lifespan shutdown failed: %s", self.name, message.get("message")
+                )
+            self._stopped.set()
+
+    async def _run(self) -> None:
+        scope = {
+            "type": "lifespan",
+            "asgi": {"version": "3.0", "spec_version": "2.0"},
+            "state": self.state,
+        }
+        try:
+            await self.app(scope, self._receive, self._send)
+        except Exception as exc:
+            if not self._started.is_set():
+                # An app that rejects the lifespan scope simply does not use it.
+                self.supported = False
+                log.info("backend=%s has no lifespan support (%s)", self.name, exc)
+            else:
+                self._failure = self._failure or repr(exc)
+        finally:
+            self._started.set()
+            self._stopped.set()
+
+    async def startup(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"lifespan:{self.name}")
+        await self._inbox.put({"type": "lifespan.startup"})
+        await self._started.wait()
+        if self._failure is not None:
+            raise BackendStartError(f"backend {self.name!r} failed to start: {self._failure}")
+
+    async def shutdown(self) -> None:
+        if self._task is None or self._task.done():
+            return
+        await self._inbox.put({"type": "lifespan.shutdown"})
+        try:
+            await asyncio.wait_for(self._stopped.wait(), timeout=10)
+        except TimeoutError:
+            log.warning("backend=%s lifespan shutdown did not finish in 10s", self.name)
+            self._task.cancel()
+
+
+def build_backend(spec: BackendSpec, executor: ThreadPoolExecutor, http: Any) -> Backend:
+    """Instantiate a backend for a spec (not started)."""
+    if spec.kind == "wsgi":
+        return WSGIBackend(spec, executor)
+    if spec.kind == "asgi":
+        return ASGIBackend(spec)
+    from gateway.upstream import HTTPBackend
+
+    backend: Backend = HTTPBackend(spec, http)
+    return backend
+
+
+class BackendPool:
+    """The running backends of one gateway process, shared by successive tables.
+
+    `prepare()` returns running backends for a config, reusing those whose
+    identity is unchanged and starting the new ones; nothing is swapped until
+    every new backend has started. `retire()` closes the backends the live
+    table no longer uses once their in-flight requests have finished.
+    """
+
+    def __init__(self, executor: ThreadPoolExecutor, http: Any, drain_timeout: float = 30.0):
+        self.executor = executor
+        self.http = http
+        self.drain_timeout = drain_timeout
+        self._running: dict[tuple[object, ...], Backend] = {}
+        self._active: dict[int, int] = {}  # id(backend) -> requests in flight
+        self._closing: set[asyncio.Task[None]] = set()
+
+    @staticmethod
+    def identity(spec: BackendSpec) -> tuple[object, ...]:
+        # In-process apps are singletons: one running instance per import path.
+        return spec.identity if spec.kind == "url" else (spec.kind, spec.target)
+
+    async def prepare(self, specs: tuple[BackendSpec, ...]) -> dict[str, Backend]:
+        chosen: dict[str, Backend] = {}
+        started: list[Backend] = []
+        try:
+            for spec in specs:
+                key = self.identity(spec)
+                backend = self._running.get(key)
+                if backend is None:
+                    backend = next((b for b in started if self.identity(b.spec) == key), None)
+                if backend is None:
+                    backend = build_backend(spec, self.executor, self.http)
+                    await backend.start()
+                    started.append(backend)
+                chosen[spec.name] = backend
+        except BaseException:
+            for backend in started:
+                await backend.close()
+            raise
+        for backend in started:
+            self._running[self.identity(backend.spec)] = backend
+        return chosen
+
+    def enter(self, backend: Backend) -> None:
+        key = id(backend)
+        self._active[key] = self._active.get(key, 0) + 1
+
+    def leave(self, backend: Backend) -> None:
+        key = id(backend)
+        left = self._active[key] - 1
+        if left:
+            self._active[key] = left
+        else:
+            del self._active[key]
+
+    def retire(self, keep: dict[str, Backend]) -> None:
+        """Close, after they drain, the running backends not in `keep`."""
+        kept = {id(b) for b in keep.values()}
+        for key, backend in list(self._running.items()):
+            if id(backend) not in kept:
+                del self._running[key]
+                task = asyncio.create_task(self._close_when_drained(backend))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+
+    async def _close_when_drained(self, backend: Backend) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.drain_timeout
+        while self._active.get(id(backend)) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if self._active.get(id(backend)):
+            log.warning("backend=%s closed with requests still in flight", backend.spec.name)
+        try:
+            await backend.close()
+        except Exception as exc:
+            log.warning("backend=%s failed to close: %r", backend.spec.name, exc)
+
+    async def close(self) -> None:
+        """Close everything (at shutdown)."""
+        for task in list(self._closing):
+            await task
+        for backend in self._running.values():
+            try:
+                await backend.close()
+            except Exception as exc:
+                log.warning("backend=%s failed to close: %r", backend.spec.name, exc)
+        self._running.clear()

@@ -1,0 +1,207 @@
+"""Prometheus metrics: per route and per backend, resolved when a table is built.
+
+Names and labels are a contract with dashboards and alert rules (deploy/):
+
+- gateway_requests_total{route,backend,method,code}
+- gateway_request_duration_seconds{route,backend}        histogram, 1 ms .. 10 s
+- gateway_requests_in_flight{backend}
+- gateway_backend_errors_total{route,backend,kind}       answers the gateway gave for a backend
+- gateway_route_weight{route,backend}                    share of traffic, from the live table
+- gateway_config_reloads_total{result}                   success | failure
+- gateway_config_last_reload_success_timestamp_seconds
+
+`route` is a route id (or `_default`), never a raw path, so cardinality is
+bounded by the table. The request path only touches label children that
+`RouteMetrics` resolved when the table was built, plus a small per-route
+cache of (method, code) counter children.
+
+With several workers, prometheus-client's multiprocess mode aggregates the
+counters and histograms (`gateway serve` prepares a private directory). The
+route weights describe the live table, so they are not stored at all: the
+worker answering the scrape reports its own table, and a route removed by a
+reload simply stops being reported.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client import multiprocess as prom_multiprocess
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
+
+Weights = Callable[[], Iterable[tuple[str, str, float]]]
+
+
+class RouteMetrics:
+    """The label children one (route, backend) pair writes to, resolved up front."""
+
+    __slots__ = (
+        "_by_status",
+        "_requests",
+        "backend",
+        "duration",
+        "errors_of",
+        "in_flight",
+        "route",
+    )
+
+    def __init__(self, metrics: Metrics, route: str, backend: str) -> None:
+        self.route = route
+        self.backend = backend
+        self._requests = metrics.requests
+        self.duration = metrics.duration.labels(route, backend)
+        self.in_flight = metrics.in_flight.labels(backend)
+        self._by_status: dict[tuple[str, int], Counter] = {}
+        errors = metrics.backend_errors
+        self.errors_of: Callable[[str], Counter] = lambda kind: errors.labels(route, backend, kind)
+
+    def observe(self, method: str, status: int, seconds: float) -> None:
+        child = self._by_status.get((method, status))
+        if child is None:
+            label = method if method in _METHODS else "OTHER"
+            child = self._requests.labels(self.route, self.backend, label, str(status))
+            self._by_status[(method, status)] = child
+        child.inc()
+        self.duration.observe(seconds)
+
+
+class Metrics:
+    """The gateway's metric families, registered on a registry of their own."""
+
+    def __init__(self, weights: Weights | None = None) -> None:
+        disable_created_metrics()  # `_created` series double the exposition for no dashboard use
+        self.multiprocess_dir = os.environ.get(MULTIPROC_ENV) or None
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "gateway_requests",
+            "Requests answered, per route, backend, method and status code.",
+            ["route", "backend", "method", "code"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "gateway_request_duration_seconds",
+            "Time from request to the end of the response, per route and backend.",
+            ["route", "backend"],
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "gateway_requests_in_flight",
+            "Requests being served, per backend.",
+            ["backend"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.backend_errors = Counter(
+            "gateway_backend_errors",
+            "Requests the gateway answered itself because the backend failed, per kind.",
+            ["route", "backend", "kind"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "gateway_config_reloads",
+            "Route table reloads, by result.",
+            ["result"],
+            registry=r,
+        )
+        self.last_reload_success = Gauge(
+            "gateway_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last route table that was applied.",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self._weights = weights
+        self._live = _LiveCollector(self)
+        if self.multiprocess_dir is None:
+            r.register(self._live)
+
+    def set_weights_source(self, weights: Weights) -> None:
+        self._weights = weights
+
+    def for_route(self, route: str, backend: str) -> RouteMetrics:
+        return RouteMetrics(self, route, backend)
+
+    def reload_result(self, ok: bool, at: float) -> None:
+        self.reloads.labels("success" if ok else "failure").inc()
+        if ok:
+            self.last_reload_success.set(at)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition body and its content type."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        forget_dead_workers(self.multiprocess_dir)
+        registry = CollectorRegistry()
+        prom_multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        registry.register(self._live)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _LiveCollector(Collector):
+    """Reports what the live route table says, at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "gateway_route_weight",
+            "Share of a route's traffic the live table sends to a backend (0 to 1).",
+            labels=["route", "backend"],
+        )
+        source = self._metrics._weights
+        if source is not None:
+            for route, backend, weight in source():
+                family.add_metric([route, backend], weight)
+        yield family
+
+
+def forget_dead_workers(directory: str) -> None:
+    """Drop the live gauges of worker processes that no longer exist."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    dead: set[int] = set()
+    for name in names:
+        m = _LIVE_GAUGE_FILE.match(name)
+        if m is None:
+            continue
+        pid = int(m.group(1))
+        if pid in dead:
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            dead.add(pid)
+        except PermissionError:
+            pass
+    for pid in dead:
+        prom_multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+
+
+def prepare_multiprocess_dir(directory: Path) -> None:
+    """Create (or empty) the private directory the workers share, before they start."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    os.environ[MULTIPROC_ENV] = str(directory)
