@@ -172,17 +172,19 @@ class Gateway:
         await receive()  # lifespan.startup
         try:
             await self.startup()
-        except ConfigError as exc:
-            for problem in exc.problems:
-                log.error("%s", problem)
-            await self.shutdown()
-            await send({"type": "lifespan.startup.failed", "message": "invalid route table"})
-            return
         except Exception as exc:
-            log.error("gateway failed to start: %s", exc)
+            if isinstance(exc, ConfigError):
+                for problem in exc.problems:
+                    log.error("%s", problem)
+                reason = f"invalid route table ({len(exc.problems)} problems)"
+            else:
+                reason = str(exc)
+            log.error("gateway failed to start: %s", reason)
             await self.shutdown()
-            await send({"type": "lifespan.startup.failed", "message": str(exc)})
-            return
+            await send({"type": "lifespan.startup.failed", "message": reason})
+            # Like Starlette: raising after 'failed' tells the server (and test
+            # clients) that the app is done; uvicorn logs no traceback for it.
+            raise RuntimeError(reason) from None
         await send({"type": "lifespan.startup.complete"})
         await receive()  # lifespan.shutdown
         await self.shutdown()

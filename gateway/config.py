@@ -256,7 +256,7 @@ class _Checker:
                 self.problem(key_node, f"{key!r} is repeated in {what}; keep only one")
                 continue
             if known and key not in known:
-                self.problem(key_node, _unknown(f"key {key!r} in {what}", key, known))
+                self.problem(key_node, f"unknown key {key!r} in {what}; {_hint(key, known)}")
                 continue
             entries[key] = (key_node, value_node)
         return entries
@@ -287,27 +287,28 @@ class _Checker:
             value = self.scalar(top["version"][1])
             if value != 1 or isinstance(value, bool):
                 self.problem(top["version"][1], f"unsupported version {value!r}; use 'version: 1'")
-        backends = self.backends(top.get("backends"), root)
-        names = {b.name for b in backends}
+        backends, names = self.backends(top.get("backends"), root)
         default: str | None = None
         if "default" in top:
             node = top["default"][1]
             if self.scalar(node) is not None:
                 default = self.string(node, "'default'")
                 if default is not None and names and default not in names:
-                    self.problem(node, _unknown(f"default backend {default!r}", default, names))
+                    hint = _hint(default, names)
+                    self.problem(node, f"unknown default backend {default!r}; {hint}")
         routes = self.routes(top.get("routes"), names)
         return _Partial(version, tuple(backends), default, routes)
 
     def backends(
         self, entry: tuple[yaml.Node, yaml.Node] | None, root: yaml.Node
-    ) -> list[BackendSpec]:
+    ) -> tuple[list[BackendSpec], set[str]]:
+        """The valid backend specs, and every declared name (valid or not)."""
         if entry is None:
             self.problem(root, "missing 'backends'; declare at least one backend")
-            return []
+            return [], set()
         entries = self.mapping(entry[1], "'backends'", ())
         if entries is None:
-            return []
+            return [], set()
         if not entries:
             self.problem(entry[1], "'backends' is empty; declare at least one backend")
         specs = []
@@ -315,7 +316,7 @@ class _Checker:
             spec = self.backend(name, key_node, node)
             if spec is not None:
                 specs.append(spec)
-        return specs
+        return specs, set(entries)
 
     def backend(self, name: str, key_node: yaml.Node, node: yaml.Node) -> BackendSpec | None:
         what = f"backend {name!r}"
@@ -436,7 +437,7 @@ class _Checker:
             backend = self.string(backend_node, f"{what}: 'backend'")
             if backend is not None and backends and backend not in backends:
                 self.problem(
-                    backend_node, _unknown(f"{what}: backend {backend!r}", backend, backends)
+                    backend_node, f"{what}: unknown backend {backend!r}; {_hint(backend, backends)}"
                 )
                 ok = False
         methods_ok, methods = self.methods(entries.get("methods"), what)
@@ -459,8 +460,8 @@ class _Checker:
             value = self.scalar(item)
             method = value.upper() if isinstance(value, str) else None
             if method not in HTTP_METHODS:
-                wrong = f"{what}: HTTP method {value!r}"
-                self.problem(item, _unknown(wrong, str(value).upper(), HTTP_METHODS))
+                hint = _hint(str(value).upper(), HTTP_METHODS)
+                self.problem(item, f"{what}: unknown HTTP method {value!r}; {hint}")
                 return False, None
             if method in methods:
                 self.problem(item, f"{what}: method {method} is listed twice")
@@ -490,11 +491,10 @@ class _Checker:
 _NOT_SCALAR = object()
 
 
-def _unknown(what: str, value: str, choices: Iterable[str]) -> str:
+def _hint(value: str, choices: Iterable[str]) -> str:
     options = sorted(choices)
     close = difflib.get_close_matches(value, options, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else f"use one of: {', '.join(options)}"
-    return f"unknown {what}; {hint}"
+    return f"did you mean {close[0]!r}?" if close else f"use one of: {', '.join(options)}"
 
 
 def _check_url(url: str) -> str | None:

@@ -87,7 +87,8 @@ class Metrics:
     """The gateway's metric families, registered on a registry of their own."""
 
     def __init__(self, weights: Weights | None = None) -> None:
-        disable_created_metrics()  # `_created` series double the exposition for no dashboard use
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        # `_created` series double the exposition for no dashboard use
         self.multiprocess_dir = os.environ.get(MULTIPROC_ENV) or None
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry

@@ -61,6 +61,8 @@ def build_table(
 ) -> RouteTable:
     def prepare(route_id: str, backend_name: str, spec: RouteSpec | None) -> Route:
         backend = backends[backend_name]
+        # The spec by *name*: two names may share one running in-process app.
+        backend_spec = config.backend(backend_name)
         headers: Headers = []
         if route_headers:
             headers = [
@@ -73,7 +75,7 @@ def build_table(
             backend=backend,
             response_headers=headers,
             metrics=metrics.for_route(route_id, backend_name) if metrics else None,
-            timeout=backend.spec.timeout if backend.spec.kind != "url" else None,
+            timeout=backend_spec.timeout if backend_spec.kind != "url" else None,
             spec=spec,
         )
 

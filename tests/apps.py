@@ -1,0 +1,118 @@
+"""Small backends with known behaviour, mounted by the gateway in tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from gateway.types import Receive, Scope, Send
+
+lifespan_events: list[str] = []
+
+
+async def echo(request: Request) -> JSONResponse:
+    body = await request.body()
+    return JSONResponse(
+        {
+            "app": "echo",
+            "method": request.method,
+            "path": request.url.path,
+            "query": request.url.query,
+            "headers": {k: v for k, v in request.headers.items()},
+            "body": body.decode("latin-1"),
+            "db": getattr(request.state, "db", None),
+        },
+        headers={"x-echo": "1"},
+    )
+
+
+async def fail(request: Request) -> PlainTextResponse:
+    raise RuntimeError("the new code is broken")
+
+
+async def hang(request: Request) -> PlainTextResponse:
+    await asyncio.sleep(3600)
+    return PlainTextResponse("never")
+
+
+async def slow_stream(request: Request) -> StreamingResponse:
+    count = int(request.query_params.get("n", "3"))
+    delay = float(request.query_params.get("delay", "0.2"))
+
+    async def chunks() -> Any:
+        for i in range(count):
+            yield f"data: {i}\n\n".encode()
+            await asyncio.sleep(delay)
+
+    return StreamingResponse(chunks(), media_type="text/event-stream")
+
+
+async def status(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("status", status_code=int(request.path_params["code"]))
+
+
+async def ws_echo(websocket: WebSocket) -> None:
+    await websocket.accept()
+    text = await websocket.receive_text()
+    await websocket.send_text(f"echo:{text}")
+    await websocket.close()
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[dict[str, str]]:
+    lifespan_events.append("startup")
+    yield {"db": "ready"}
+    lifespan_events.append("shutdown")
+
+
+asgi = Starlette(
+    routes=[
+        Route("/fail", fail),
+        Route("/hang", hang),
+        Route("/stream", slow_stream),
+        Route("/status/{code:int}", status),
+        WebSocketRoute("/ws", ws_echo),
+        Route("/{path:path}", echo, methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]),
+    ],
+    lifespan=lifespan,
+)
+
+
+def wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """A plain WSGI app: echoes what it saw, or raises on /raise."""
+    if environ["PATH_INFO"] == "/raise":
+        raise ValueError("legacy exploded")
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length) if length else b""
+    payload = json.dumps(
+        {
+            "app": "wsgi",
+            "path": environ["PATH_INFO"],
+            "request_id": environ.get("HTTP_X_REQUEST_ID"),
+            "body": body.decode("latin-1"),
+        }
+    ).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [payload]
+
+
+async def raw_raise(scope: Scope, receive: Receive, send: Send) -> None:
+    """An ASGI app that raises before starting any response."""
+    if scope["type"] == "lifespan":
+        raise RuntimeError("no lifespan here")
+    raise KeyError("raw failure")
+
+
+async def failing_startup(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "database unreachable"})

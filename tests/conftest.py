@@ -1,0 +1,32 @@
+"""Fixtures shared by every test: a fresh database per test and a client per app."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from legacy_flask.db import DB_ENV_VAR
+from tests.support import legacy_test_client, new_test_client
+
+
+@pytest.fixture(autouse=True)
+def bookstore_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point both apps at an empty database file of this test's own."""
+    path = tmp_path / "bookstore.db"
+    monkeypatch.setenv(DB_ENV_VAR, str(path))
+    return path
+
+
+@pytest.fixture
+def legacy_client() -> Iterator[TestClient]:
+    with legacy_test_client() as client:
+        yield client
+
+
+@pytest.fixture
+def new_client() -> Iterator[TestClient]:
+    with new_test_client() as client:
+        yield client

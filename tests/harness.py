@@ -1,0 +1,146 @@
+"""Helpers to run the gateway (and real servers) in tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from starlette.testclient import TestClient
+
+from gateway.app import Gateway
+from gateway.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TEST_BACKENDS = """\
+backends:
+  legacy: {wsgi: "tests.apps:wsgi"}
+  new: {asgi: "tests.apps:asgi"}
+"""
+
+
+def write_routes(directory: Path, text: str, name: str = "routes.yaml") -> Path:
+    path = directory / name
+    path.write_text(text)
+    return path
+
+
+@contextlib.contextmanager
+def gateway_client(config: Path, **settings: Any) -> Iterator[TestClient]:
+    """An in-process gateway (lifespan run) on a route file, behind Starlette's TestClient."""
+    app = Gateway(Settings(config=str(config), **settings))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        client.app_state = app  # type: ignore[attr-defined]
+        yield client
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class ThreadServer:
+    """A real uvicorn server on loopback, in a thread of this process."""
+
+    def __init__(self, app: Any, **options: Any) -> None:
+        self.port = free_port()
+        self.config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", **options
+        )
+        self.server = uvicorn.Server(self.config)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.run(self.server.serve())
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ThreadServer:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("test server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+class GatewayProcess:
+    """`gateway serve` as a real subprocess, the way operators run it."""
+
+    def __init__(self, config: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.config = config
+        self.args = args
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        self.log_path = config.parent / f"gateway-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> GatewayProcess:
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "serve",
+                "--config",
+                str(self.config),
+                "--port",
+                str(self.port),
+                "--no-access-log",
+                *self.args,
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited early:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/-/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.__exit__()
+        raise RuntimeError(f"gateway did not become ready:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()

@@ -1,0 +1,241 @@
+"""`routes.yaml` validation: every problem reported at once, with file:line:column."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+from gateway.config import ConfigError, load_config, parse_config
+
+GOOD = """\
+version: 1
+backends:
+  legacy: {wsgi: "tests.apps:wsgi"}
+  new: {asgi: "tests.apps:asgi"}
+  remote: {url: "http://127.0.0.1:5000/", timeout: 10}
+default: legacy
+routes:
+  - id: books.list
+    path: /books
+    methods: [get]
+    backend: new
+  - id: books.get
+    path: /books/{book_id}
+    backend: remote
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "routes.yaml")
+    return [str(p) for p in info.value.problems]
+
+
+def test_valid_file_parses_into_frozen_config() -> None:
+    config = parse_config(GOOD, "routes.yaml")
+    assert [b.name for b in config.backends] == ["legacy", "new", "remote"]
+    assert config.backend("remote").target == "http://127.0.0.1:5000"
+    assert config.backend("remote").timeout == 10.0
+    assert config.route("books.list").methods == ("GET",)
+    assert config.route("books.get").methods is None
+    assert config.default == "legacy"
+    assert len(config.sha256) == 64
+    with pytest.raises(AttributeError):
+        config.default = "new"  # type: ignore[misc]
+
+
+def test_unknown_and_misspelled_keys_point_at_the_key() -> None:
+    text = GOOD.replace("    methods: [get]", "    methds: [get]").replace(
+        "default: legacy", "defualt: legacy"
+    )
+    assert problems(text) == [
+        "routes.yaml:6:1: unknown key 'defualt' in the file; did you mean 'default'?",
+        "routes.yaml:10:5: unknown key 'methds' in route #1; did you mean 'methods'?",
+    ]
+
+
+def test_backend_with_zero_or_two_kinds() -> None:
+    text = GOOD.replace(
+        '  new: {asgi: "tests.apps:asgi"}', '  new: {asgi: "tests.apps:asgi", url: "http://x"}'
+    ).replace('  legacy: {wsgi: "tests.apps:wsgi"}', "  legacy: {timeout: 3}")
+    found = problems(text)
+    assert found[0] == (
+        "routes.yaml:3:11: backend 'legacy' must have exactly one of 'wsgi', 'asgi' or 'url' "
+        "(found none)"
+    )
+    assert found[1] == (
+        "routes.yaml:4:8: backend 'new' must have exactly one of 'wsgi', 'asgi' or 'url' "
+        "(found 'asgi' and 'url')"
+    )
+
+
+def test_unknown_backend_name_suggests_the_close_one() -> None:
+    found = problems(GOOD.replace("    backend: new", "    backend: nwe"))
+    assert found == [
+        "routes.yaml:11:14: route 'books.list': unknown backend 'nwe'; did you mean 'new'?"
+    ]
+
+
+def test_unknown_default() -> None:
+    found = problems(GOOD.replace("default: legacy", "default: legasy"))
+    assert found == ["routes.yaml:6:10: unknown default backend 'legasy'; did you mean 'legacy'?"]
+
+
+def test_duplicate_ids_and_conflicting_claims() -> None:
+    text = (
+        GOOD
+        + """\
+  - id: books.get
+    path: /books/{id}
+    methods: [GET]
+    backend: new
+  - id: books.other
+    path: /books
+    methods: [POST, GET]
+    backend: legacy
+"""
+    )
+    assert problems(text) == [
+        "routes.yaml:15:9: route id 'books.get' is already used at line 12; "
+        "give each route its own id",
+        "routes.yaml:19:9: route 'books.other' claims GET /books, already claimed by route "
+        "'books.list' (line 8); remove one or give them different methods",
+    ]
+
+
+def test_same_path_without_methods_twice_conflicts() -> None:
+    text = (
+        GOOD
+        + """\
+  - id: books.get2
+    path: /books/{other}
+    backend: new
+"""
+    )
+    assert problems(text) == [
+        "routes.yaml:15:9: route 'books.get2' claims every method on /books/{other}, already "
+        "claimed by route 'books.get' (line 12); remove one or give them different methods",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("books", "path 'books' must start with '/'"),
+        ("/books/{id", "segment '{id' is malformed"),
+        ("/books/x{id}", "segment 'x{id}' is malformed"),
+        ("/a/{rest:path}/b", "must be the last segment"),
+        ("/a/{x:int}", "unknown converter 'int'"),
+        ("/a/{x}/{x}", "parameter {x} appears twice"),
+    ],
+)
+def test_malformed_templates(path: str, message: str) -> None:
+    found = problems(GOOD.replace("path: /books/{book_id}", f"path: {path}"))
+    assert len(found) == 1
+    assert found[0].startswith("routes.yaml:13:11: route 'books.get': ")
+    assert message in found[0]
+
+
+def test_import_paths_that_do_not_resolve() -> None:
+    text = GOOD.replace("tests.apps:wsgi", "tests.nowhere:wsgi").replace(
+        "tests.apps:asgi", "tests.apps:missing"
+    )
+    assert problems(text) == [
+        "routes.yaml:3:18: cannot import 'tests.nowhere:wsgi': module 'tests.nowhere' not found; "
+        "check the module path and that the package is installed",
+        "routes.yaml:4:15: cannot import 'tests.apps:missing': 'tests.apps' has no attribute "
+        "'missing'",
+    ]
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    text = """\
+version: 2
+backends:
+  legacy: {wsgi: "not an import path"}
+  new: {asgi: "tests.apps:asgi", timeout: -1}
+  web: {url: "ftp://example"}
+routes:
+  - id: a
+    path: nope
+    backend: new
+    methods: [FETCH]
+  - path: /x
+    backend: new
+  - id: a
+    path: /y
+    backend: gone
+"""
+    found = problems(text)
+    assert [f.split(": ", 1)[0] for f in found] == [
+        "routes.yaml:1:10",
+        "routes.yaml:3:18",
+        "routes.yaml:4:43",
+        "routes.yaml:5:14",
+        "routes.yaml:8:11",
+        "routes.yaml:10:15",
+        "routes.yaml:11:5",
+        "routes.yaml:15:14",
+    ]
+    assert "unsupported version 2" in found[0]
+    assert found[5].endswith("route 'a': unknown HTTP method 'FETCH'; did you mean 'PATCH'?")
+    assert "has no 'id'" in found[6]
+    # Backends declared with a broken spec still count as names: no cascade of errors.
+    assert found[7].endswith("route 'a': unknown backend 'gone'; use one of: legacy, new, web")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "routes.yaml:1:1: the file is empty"),
+        ("version: 1\nbackends: [\n", "routes.yaml:3:1: invalid YAML"),
+        ("- a\n- b\n", "routes.yaml:1:1: the file must be a mapping"),
+        (
+            "version: 1\nversion: 1\nbackends: {a: {asgi: 'tests.apps:asgi'}}\n",
+            "routes.yaml:2:1: 'version' is repeated in the file",
+        ),
+        ("version: 1\n", "routes.yaml:1:1: missing 'backends'"),
+    ],
+)
+def test_broken_files(text: str, expected: str) -> None:
+    assert problems(text)[0].startswith(expected)
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "missing.yaml")
+    assert "cannot read the file" in str(info.value)
+
+
+def test_check_command_lists_every_problem_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "routes.yaml"
+    path.write_text(GOOD.replace("backend: new", "backend: nope").replace("[get]", "[got]"))
+    assert main(["check", str(path)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"{path}:10:15: route 'books.list': unknown HTTP method 'got'")
+    assert err[1].startswith(f"{path}:11:14: route 'books.list': unknown backend 'nope'")
+    assert err[-1] == f"{path}: 2 problems; nothing was applied"
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_check_command_accepts_the_repo_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "routes.yaml"]) == 0
+    assert capsys.readouterr().out.startswith("routes.yaml: OK (")
+
+
+def test_routes_command_prints_the_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "routes.yaml"
+    path.write_text(GOOD)
+    assert main(["routes", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "ID          METHODS  PATH              BACKEND",
+        "books.list  GET      /books            new",
+        "books.get   *        /books/{book_id}  remote",
+        "_default    *        (anything else)   legacy",
+    ]

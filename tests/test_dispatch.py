@@ -1,0 +1,187 @@
+"""Dispatch to each backend kind, the response headers, and every failure path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from starlette.websockets import WebSocketDisconnect
+
+from tests import apps
+from tests.harness import TEST_BACKENDS, gateway_client, write_routes
+
+TABLE = (
+    "version: 1\n"
+    + TEST_BACKENDS
+    + """\
+  slow: {asgi: "tests.apps:asgi", timeout: 0.3}
+  bare: {asgi: "tests.apps:raw_raise"}
+default: legacy
+routes:
+  - id: echo.new
+    path: /new/{rest:path}
+    backend: new
+  - id: fail
+    path: /fail
+    backend: new
+  - id: hang
+    path: /hang
+    backend: slow
+  - id: raw
+    path: /raw
+    backend: bare
+  - id: ws
+    path: /ws
+    backend: new
+  - id: ws.legacy
+    path: /ws-legacy
+    backend: legacy
+"""
+)
+
+
+@pytest.fixture
+def routes(tmp_path: Path) -> Path:
+    return write_routes(tmp_path, TABLE)
+
+
+def test_wsgi_backend_serves_what_no_route_claims(routes: Path) -> None:
+    with gateway_client(routes) as client:
+        r = client.post("/anything", content=b"hello")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["app"] == "wsgi"
+    assert body["body"] == "hello"
+    assert r.headers["x-gateway-route"] == "_default"
+    assert r.headers["x-gateway-backend"] == "legacy"
+    # The backend saw the very request id the client got back.
+    assert body["request_id"] == r.headers["x-request-id"]
+    assert len(r.headers["x-request-id"]) == 32
+
+
+def test_asgi_backend_gets_lifespan_state_and_request_id(routes: Path) -> None:
+    apps.lifespan_events.clear()
+    with gateway_client(routes) as client:
+        assert apps.lifespan_events == ["startup"]
+        r = client.get("/new/x?q=1", headers={"X-Request-ID": "client-id-1"})
+    assert apps.lifespan_events == ["startup", "shutdown"]
+    assert r.status_code == 200
+    body = r.json()
+    assert body["app"] == "echo"
+    assert body["path"] == "/new/x"
+    assert body["query"] == "q=1"
+    assert body["db"] == "ready"  # state set up by the app's own lifespan
+    assert body["headers"]["x-request-id"] == "client-id-1"
+    assert r.headers["x-request-id"] == "client-id-1"
+    assert r.headers["x-gateway-route"] == "echo.new"
+    assert r.headers["x-gateway-backend"] == "new"
+    assert r.headers["x-echo"] == "1"  # the backend's own headers pass through
+
+
+def test_invalid_client_request_id_is_replaced(routes: Path) -> None:
+    with gateway_client(routes) as client:
+        r = client.get("/new/x", headers={"X-Request-ID": "bad id with spaces"})
+    assert r.headers["x-request-id"] != "bad id with spaces"
+    assert r.json()["headers"]["x-request-id"] == r.headers["x-request-id"]
+
+
+def test_route_headers_can_be_turned_off(routes: Path) -> None:
+    with gateway_client(routes, route_headers=False) as client:
+        r = client.get("/new/x")
+    assert "x-gateway-route" not in r.headers
+    assert "x-gateway-backend" not in r.headers
+    assert "x-request-id" in r.headers
+
+
+def test_no_default_gives_json_404(tmp_path: Path) -> None:
+    path = write_routes(
+        tmp_path,
+        "version: 1\n" + TEST_BACKENDS + "routes:\n  - {id: a, path: /a, backend: new}\n",
+    )
+    with gateway_client(path) as client:
+        assert client.get("/a").status_code == 200
+        r = client.get("/b")
+    assert r.status_code == 404
+    assert r.headers["content-type"] == "application/json"
+    assert r.json() == {"error": "no route matches this request and there is no default"}
+
+
+@pytest.mark.parametrize(
+    ("path", "route", "backend"),
+    [("/fail", "fail", "new"), ("/raw", "raw", "bare"), ("/raise", "_default", "legacy")],
+)
+def test_backend_that_raises_gives_json_500_and_gateway_keeps_serving(
+    routes: Path, path: str, route: str, backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with gateway_client(routes) as client:
+        r = client.get(path)
+        assert r.status_code == 500
+        assert r.headers["content-type"] == "application/json"
+        body = r.json()
+        assert body == {
+            "error": "the backend raised an error",
+            "kind": "exception",
+            "route": route,
+            "backend": backend,
+            "request_id": r.headers["x-request-id"],
+        }
+        assert "Traceback" not in r.text
+        assert r.headers["x-gateway-backend"] == backend
+        assert client.get("/new/still-alive").status_code == 200
+    failures = [rec for rec in caplog.records if rec.name == "gateway.dispatch"]
+    assert len(failures) == 1
+    assert f"route={route} backend={backend}" in failures[0].getMessage()
+    assert failures[0].exc_info is None  # one line, no traceback
+
+
+def test_backend_that_hangs_gives_json_504(routes: Path) -> None:
+    with gateway_client(routes) as client:
+        r = client.get("/hang")
+    assert r.status_code == 504
+    assert r.json()["kind"] == "timeout"
+    assert r.json()["request_id"] == r.headers["x-request-id"]
+
+
+def test_backend_5xx_answers_pass_through_untouched(tmp_path: Path) -> None:
+    path = write_routes(tmp_path, TABLE.replace("/new/{rest:path}", "/status/{code}"))
+    with gateway_client(path) as client:
+        r = client.get("/status/503")  # the ASGI app answers 503 itself, and returns
+    assert r.status_code == 503
+    assert r.text == "status"
+    assert r.headers["x-gateway-route"] == "echo.new"
+    assert r.headers["x-request-id"]
+
+
+def test_websocket_to_asgi_backend(routes: Path) -> None:
+    with gateway_client(routes) as client, client.websocket_connect("/ws") as ws:
+        ws.send_text("hi")
+        assert ws.receive_text() == "echo:hi"
+
+
+def test_websocket_to_wsgi_backend_is_refused(routes: Path) -> None:
+    with gateway_client(routes) as client:
+        with pytest.raises(WebSocketDisconnect) as info, client.websocket_connect("/ws-legacy"):
+            pass
+        assert info.value.code == 1003
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/-/routes", "//-/routes", "/new/../-/routes", "/./-/routes", "/-//routes"],
+)
+def test_admin_paths_never_reach_a_backend(routes: Path, path: str) -> None:
+    with gateway_client(routes) as client:
+        r = client.get("http://testserver" + path)  # a full URL: "//x" alone names a host
+    assert "x-gateway-backend" not in r.headers
+    assert r.status_code == 200
+    assert json.loads(r.text)["default"] == "legacy"
+
+
+def test_backend_whose_startup_fails_keeps_the_gateway_from_starting(tmp_path: Path) -> None:
+    path = write_routes(
+        tmp_path,
+        'version: 1\nbackends:\n  new: {asgi: "tests.apps:failing_startup"}\ndefault: new\n',
+    )
+    with pytest.raises(RuntimeError), gateway_client(path):
+        pass

@@ -1,0 +1,78 @@
+"""Matching precedence, documented in gateway/matching.py and the README."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.matching import Router, parse_template
+
+
+def router(*routes: tuple[str, str, tuple[str, ...] | None]) -> Router[str]:
+    r: Router[str] = Router()
+    for name, path, methods in routes:
+        r.add(parse_template(path), methods, name)
+    return r
+
+
+def test_literal_beats_parameter_and_parameter_beats_rest() -> None:
+    r = router(
+        ("rest", "/books/{tail:path}", None),
+        ("param", "/books/{book_id}", None),
+        ("literal", "/books/events", None),
+    )
+    assert r.match("GET", "/books/events") == "literal"
+    assert r.match("GET", "/books/7") == "param"
+    assert r.match("GET", "/books/7/reviews") == "rest"
+    assert r.match("GET", "/books/") == "rest"  # {tail:path} may be empty
+    assert r.match("GET", "/books") is None
+
+
+def test_route_with_methods_beats_route_without() -> None:
+    r = router(("any", "/books", None), ("get", "/books", ("GET", "HEAD")))
+    assert r.match("GET", "/books") == "get"
+    assert r.match("HEAD", "/books") == "get"
+    assert r.match("POST", "/books") == "any"
+
+
+def test_methods_are_exact() -> None:
+    r = router(("get", "/books", ("GET",)))
+    assert r.match("GET", "/books") == "get"
+    assert r.match("HEAD", "/books") is None
+    assert r.match("POST", "/books") is None
+
+
+def test_more_specific_branch_that_cannot_accept_falls_back() -> None:
+    r = router(("events", "/books/events", ("GET",)), ("update", "/books/{id}", ("PUT",)))
+    assert r.match("GET", "/books/events") == "events"
+    assert r.match("PUT", "/books/events") == "update"  # the literal route has no PUT
+    assert r.match("DELETE", "/books/events") is None
+
+
+def test_first_differing_segment_decides() -> None:
+    r = router(("a", "/{x}/static", None), ("b", "/users/{id}", None))
+    assert r.match("GET", "/users/static") == "b"  # literal 'users' wins at segment one
+    assert r.match("GET", "/teams/static") == "a"
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [("/", "root"), ("/books", None), ("/books/", None), ("//", None), ("/books//1", None)],
+)
+def test_exact_segments(path: str, expected: str | None) -> None:
+    r = router(("root", "/", None), ("get", "/books/{id}/x", None))
+    assert r.match("GET", path) == expected
+
+
+def test_parameters_never_match_empty_segments() -> None:
+    r = router(("get", "/books/{id}", None))
+    assert r.match("GET", "/books/1") == "get"
+    assert r.match("GET", "/books/") is None
+
+
+def test_large_tables_match_by_lookup() -> None:
+    r: Router[int] = Router()
+    for i in range(10_000):
+        r.add(parse_template(f"/svc{i}/items/{{item_id}}"), ("GET",), i)
+    assert r.match("GET", "/svc9999/items/abc") == 9999
+    assert r.match("GET", "/svc0/items/abc") == 0
+    assert r.match("GET", "/svc10000/items/abc") is None
