@@ -79,6 +79,7 @@ asgi = Starlette(
         Route("/fail", fail),
         Route("/hang", hang),
         Route("/stream", slow_stream),
+        Route("/local/stream", slow_stream),
         Route("/status/{code:int}", status),
         WebSocketRoute("/ws", ws_echo),
         Route("/{path:path}", echo, methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]),

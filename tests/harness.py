@@ -58,7 +58,14 @@ class ThreadServer:
     def __init__(self, app: Any, **options: Any) -> None:
         self.port = free_port()
         self.config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", **options
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+            proxy_headers=False,  # as `gateway serve` runs: the socket peer is the client
+            timeout_graceful_shutdown=1,  # a test may leave a hanging request behind
+            **options,
         )
         self.server = uvicorn.Server(self.config)
         self.thread = threading.Thread(target=self._run, daemon=True)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from a2wsgi import WSGIMiddleware
@@ -35,3 +39,28 @@ def assert_book(
         assert book["id"] == book_id
     assert (book["title"], book["author"], book["year"]) == (title, author, year)
     assert ISO_UTC.fullmatch(book["updated_at"]), book["updated_at"]
+
+
+GATEWAY_TABLE = """\
+version: 1
+backends:
+  legacy: {wsgi: "legacy_flask.app:app"}
+  new: {asgi: "new_fastapi.app:app"}
+default: legacy
+routes:
+  - {id: books.collection, path: /books, backend: %(books)s}
+  - {id: books.item, path: "/books/{book_id}", backend: %(books)s}
+  - {id: books.events, path: /books/events, methods: [GET], backend: new}
+"""
+
+
+@contextlib.contextmanager
+def gateway_test_client(books: str) -> Iterator[TestClient]:
+    """The gateway, with every book endpoint routed to `books` ("new" or "legacy")."""
+    from tests.harness import gateway_client
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "routes.yaml"
+        path.write_text(GATEWAY_TABLE % {"books": books})
+        with gateway_client(path) as client:
+            yield client

@@ -17,11 +17,19 @@ import pytest
 from starlette.testclient import TestClient
 
 from legacy_flask.db import DB_ENV_VAR
-from tests.support import ISO_UTC, assert_book, legacy_test_client, new_test_client
+from tests.support import (
+    ISO_UTC,
+    assert_book,
+    gateway_test_client,
+    legacy_test_client,
+    new_test_client,
+)
 
 TARGETS: dict[str, Callable[[], AbstractContextManager[TestClient]]] = {
     "legacy": legacy_test_client,
     "new": new_test_client,
+    "gateway-new": lambda: gateway_test_client("new"),
+    "gateway-legacy": lambda: gateway_test_client("legacy"),
 }
 
 JSON = {"Content-Type": "application/json"}

@@ -1,0 +1,146 @@
+"""The remote backend and streaming, over real uvicorn servers on loopback."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.app import Gateway
+from gateway.settings import Settings
+from tests import apps
+from tests.harness import ThreadServer, free_port, write_routes
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[ThreadServer]:
+    with ThreadServer(apps.asgi) as server:
+        yield server
+
+
+def table(upstream_url: str, timeout: float = 5) -> str:
+    return f"""\
+version: 1
+backends:
+  remote: {{url: "{upstream_url}", timeout: {timeout}}}
+  down: {{url: "http://127.0.0.1:{free_port()}"}}
+  new: {{asgi: "tests.apps:asgi"}}
+default: remote
+routes:
+  - {{id: down, path: /down, backend: down}}
+  - {{id: local.stream, path: /local/stream, backend: new}}
+"""
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, upstream: ThreadServer) -> Iterator[ThreadServer]:
+    path = write_routes(tmp_path, table(upstream.url, timeout=0.5))
+    with ThreadServer(Gateway(Settings(config=str(path)))) as server:
+        yield server
+
+
+def test_proxies_method_path_query_and_body(gateway: ThreadServer) -> None:
+    r = httpx.post(gateway.url + "/a%20b/c?x=1&y=%2F", content=b"payload", timeout=5)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["method"] == "POST"
+    assert body["path"] == "/a b/c"
+    assert body["query"] == "x=1&y=%2F"
+    assert body["body"] == "payload"
+    assert r.headers["x-gateway-backend"] == "remote"
+    assert r.headers["x-echo"] == "1"
+
+
+def test_forwarding_headers_and_hop_by_hop(gateway: ThreadServer, upstream: ThreadServer) -> None:
+    r = httpx.get(
+        gateway.url + "/x",
+        headers={
+            "Connection": "keep-alive, x-private",
+            "X-Private": "secret",
+            "X-Forwarded-For": "203.0.113.9",
+            "X-Request-ID": "rid-42",
+            "TE": "trailers",
+        },
+        timeout=5,
+    )
+    seen = r.json()["headers"]
+    assert "x-private" not in seen  # named by Connection: hop-by-hop
+    assert "te" not in seen
+    assert seen["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"
+    assert seen["x-forwarded-proto"] == "http"
+    assert seen["x-forwarded-host"] == f"127.0.0.1:{gateway.port}"
+    assert seen["host"] == f"127.0.0.1:{upstream.port}"
+    assert seen["x-request-id"] == "rid-42"
+    assert r.headers["x-request-id"] == "rid-42"
+
+
+def test_large_request_body_is_streamed_intact(gateway: ThreadServer) -> None:
+    chunk = bytes(range(256)) * 256  # 64 KiB, every byte value
+
+    def body() -> Iterator[bytes]:
+        for _ in range(32):
+            yield chunk
+
+    r = httpx.put(gateway.url + "/upload", content=body(), timeout=10)
+    assert r.status_code == 200
+    assert r.json()["body"].encode("latin-1") == chunk * 32
+
+
+@pytest.mark.parametrize("path", ["/stream?n=3&delay=0.4", "/local/stream?n=3&delay=0.4"])
+def test_streams_reach_the_client_chunk_by_chunk(gateway: ThreadServer, path: str) -> None:
+    arrivals = []
+    started = time.monotonic()
+    with httpx.stream("GET", gateway.url + path, timeout=5) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for chunk in r.iter_raw():
+            arrivals.append((time.monotonic() - started, chunk))
+    assert b"".join(c for _, c in arrivals) == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
+    # The first event arrives long before the stream ends: nothing was buffered.
+    assert arrivals[0][0] < 0.35
+    assert arrivals[-1][0] >= 0.8
+
+
+def test_connect_error_gives_json_502(gateway: ThreadServer) -> None:
+    r = httpx.get(gateway.url + "/down", timeout=5)
+    assert r.status_code == 502
+    assert r.json()["kind"] == "connect"
+    assert r.json()["request_id"] == r.headers["x-request-id"]
+    assert r.headers["x-gateway-backend"] == "down"
+
+
+def test_timeout_gives_json_504(gateway: ThreadServer) -> None:
+    started = time.monotonic()
+    r = httpx.get(gateway.url + "/hang", timeout=5)
+    assert r.status_code == 504
+    assert r.json()["kind"] == "timeout"
+    assert time.monotonic() - started < 3
+    # And the gateway keeps serving.
+    assert httpx.get(gateway.url + "/ok", timeout=5).status_code == 200
+
+
+def test_upstream_5xx_passes_through(gateway: ThreadServer) -> None:
+    r = httpx.get(gateway.url + "/status/503", timeout=5)
+    assert r.status_code == 503
+    assert r.text == "status"
+
+
+def test_demo_sse_stream_through_the_gateway(tmp_path: Path) -> None:
+    routes = Path(__file__).resolve().parent.parent / "routes.yaml"
+    path = write_routes(tmp_path, routes.read_text())
+    with ThreadServer(Gateway(Settings(config=str(path)))) as gw:
+        received: list[bytes] = []
+        with httpx.stream("GET", gw.url + "/books/events?limit=2", timeout=10) as r:
+            assert r.headers["x-gateway-backend"] == "new"
+            created = httpx.post(gw.url + "/books", json={"title": "T", "author": "A"}, timeout=5)
+            assert created.headers["x-gateway-backend"] == "legacy"  # a write, via Flask
+            book_id = created.json()["id"]
+            httpx.put(gw.url + f"/books/{book_id}", json={"year": 1999}, timeout=5)
+            for chunk in r.iter_raw():
+                received.append(chunk)
+    text = b"".join(received).decode()
+    assert "event: created" in text
+    assert "event: updated" in text
+    assert '"year":1999' in text.replace(" ", "")
