@@ -37,12 +37,16 @@ def write_routes(directory: Path, text: str, name: str = "routes.yaml") -> Path:
 
 
 @contextlib.contextmanager
-def gateway_client(config: Path, **settings: Any) -> Iterator[TestClient]:
-    """An in-process gateway (lifespan run) on a route file, behind Starlette's TestClient."""
+def gateway_client(
+    config: Path, client: tuple[str, int] = ("127.0.0.1", 50000), **settings: Any
+) -> Iterator[TestClient]:
+    """An in-process gateway (lifespan run) on a route file, behind Starlette's TestClient.
+
+    The client address is loopback unless `client` says otherwise (admin rules depend on it).
+    """
     app = Gateway(Settings(config=str(config), **settings))
-    with TestClient(app, raise_server_exceptions=False) as client:
-        client.app_state = app  # type: ignore[attr-defined]
-        yield client
+    with TestClient(app, raise_server_exceptions=False, client=client) as test_client:
+        yield test_client
 
 
 def free_port() -> int:

@@ -1,0 +1,159 @@
+"""Following routes.yaml while serving: every way a file changes, and bad files."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from tests import apps
+from tests.harness import TEST_BACKENDS, gateway_client, write_routes
+
+
+def table(backend: str, extra: str = "") -> str:
+    return (
+        "version: 1\n"
+        + TEST_BACKENDS
+        + extra
+        + f"default: legacy\nroutes:\n  - id: item\n    path: /item\n    backend: {backend}\n"
+    )
+
+
+def backend_of(client: TestClient) -> str:
+    r = client.get("/item")
+    assert r.status_code == 200
+    return r.headers["x-gateway-backend"]
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> float:
+    """Seconds until `condition` held; fails the test past `seconds`."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > seconds:
+            pytest.fail(f"condition not met within {seconds}s")
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def test_in_place_write_is_applied(tmp_path: Path) -> None:
+    path = write_routes(tmp_path, table("new"))
+    with gateway_client(path) as client:
+        assert backend_of(client) == "new"
+        with path.open("r+") as f:  # an editor that writes the same inode
+            f.seek(0)
+            f.write(table("legacy"))
+            f.truncate()
+        wait_for(lambda: backend_of(client) == "legacy")
+
+
+def test_temp_file_renamed_over_is_applied(tmp_path: Path) -> None:
+    path = write_routes(tmp_path, table("new"))
+    with gateway_client(path) as client:
+        tmp = write_routes(tmp_path, table("legacy"), name=".routes.yaml.swp")
+        os.replace(tmp, path)
+        wait_for(lambda: backend_of(client) == "legacy")
+
+
+def test_configmap_style_symlink_swap_is_applied(tmp_path: Path) -> None:
+    # Kubernetes mounts routes.yaml -> ..data/routes.yaml, ..data -> ..<timestamp>/
+    # and updates by pointing ..data at a new directory in one rename.
+    first = tmp_path / "..2026_11_01"
+    first.mkdir()
+    write_routes(first, table("new"))
+    (tmp_path / "..data").symlink_to(first.name)
+    (tmp_path / "routes.yaml").symlink_to("..data/routes.yaml")
+    with gateway_client(tmp_path / "routes.yaml") as client:
+        assert backend_of(client) == "new"
+        second = tmp_path / "..2026_11_02"
+        second.mkdir()
+        write_routes(second, table("legacy"))
+        (tmp_path / "..data_tmp").symlink_to(second.name)
+        os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
+        wait_for(lambda: backend_of(client) == "legacy")
+
+
+def test_invalid_file_keeps_the_old_table_and_reports_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write_routes(tmp_path, table("new"))
+    with gateway_client(path) as client:
+        before = client.get("/-/routes").json()
+        bad = table("nowhere").replace("methods", "methds")
+        path.write_text(bad)
+        wait_for(lambda: client.get("/-/routes").json()["last_error"] is not None)
+        state = client.get("/-/routes").json()
+        assert state["sha256"] == before["sha256"]  # the old table is still live
+        assert state["last_error"]["problems"] == [
+            f"{path}:9:14: route 'item': unknown backend 'nowhere'; use one of: legacy, new"
+        ]
+        assert backend_of(client) == "new"
+        # Triggers after the first (here: an explicit reload) do not log it again.
+        assert client.post("/-/reload").status_code == 422
+        rejected = [r for r in caplog.records if "route table rejected" in r.getMessage()]
+        assert len(rejected) == 1
+        detail = [r.getMessage() for r in caplog.records if r.getMessage().startswith("  ")]
+        assert detail == [
+            f"  {path}:9:14: route 'item': unknown backend 'nowhere'; use one of: legacy, new"
+        ]
+        path.write_text(table("legacy"))
+        wait_for(lambda: backend_of(client) == "legacy")
+        assert client.get("/-/routes").json()["last_error"] is None
+
+
+def test_unchanged_content_is_a_no_op(tmp_path: Path) -> None:
+    path = write_routes(tmp_path, table("new"))
+    with gateway_client(path) as client:
+        loaded_at = client.get("/-/routes").json()["loaded_at"]
+        path.write_text(table("new"))  # same bytes, new mtime
+        r = client.post("/-/reload")
+        assert r.status_code == 200
+        assert r.json()["reloaded"] is False
+        time.sleep(0.4)
+        assert client.get("/-/routes").json()["loaded_at"] == loaded_at
+
+
+def test_admin_reload_applies_at_once(tmp_path: Path) -> None:
+    path = write_routes(tmp_path, table("new"))
+    with gateway_client(path, watch_interval=5) as client:
+        path.write_text(table("legacy"))
+        r = client.post("/-/reload")
+        assert r.status_code == 200
+        assert r.json()["reloaded"] is True
+        assert backend_of(client) == "legacy"
+
+
+def test_added_backends_start_before_the_swap_and_removed_ones_close(tmp_path: Path) -> None:
+    path = write_routes(
+        tmp_path,
+        'version: 1\nbackends:\n  legacy: {wsgi: "tests.apps:wsgi"}\ndefault: legacy\n',
+    )
+    apps.lifespan_events.clear()
+    with gateway_client(path, watch_interval=5) as client:
+        assert apps.lifespan_events == []
+        path.write_text(table("new"))
+        assert client.post("/-/reload").status_code == 200
+        assert apps.lifespan_events == ["startup"]
+        assert backend_of(client) == "new"
+        path.write_text(
+            'version: 1\nbackends:\n  legacy: {wsgi: "tests.apps:wsgi"}\ndefault: legacy\n'
+        )
+        assert client.post("/-/reload").status_code == 200
+        wait_for(lambda: apps.lifespan_events == ["startup", "shutdown"])
+        assert client.get("/item").headers["x-gateway-backend"] == "legacy"
+
+
+def test_unreadable_file_keeps_serving(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR)
+    path = write_routes(tmp_path, table("new"))
+    with gateway_client(path) as client:
+        path.unlink()
+        wait_for(lambda: client.get("/-/routes").json()["last_error"] is not None)
+        assert "cannot read the file" in client.get("/-/routes").json()["last_error"]["problems"][0]
+        assert backend_of(client) == "new"
+        path.write_text(table("legacy"))
+        wait_for(lambda: backend_of(client) == "legacy")
