@@ -95,11 +95,12 @@ class Reloader:
             self._failed_sha = None
             self.last_error = None
             log.info(
-                "route table applied: source=%s sha256=%s routes=%d trigger=%s",
+                "route table applied: source=%s sha256=%s routes=%d trigger=%s pid=%d",
                 self.path,
                 config.sha256[:12],
                 len(config.routes),
                 reason,
+                os.getpid(),
             )
             return ReloadResult(changed=True)
 

@@ -81,8 +81,20 @@ def log_config(level: str) -> dict[str, Any]:
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
+    # The gateway's own events carry a timestamp: operators correlate them with
+    # flips, deploys and dashboard annotations.
+    config["formatters"]["gateway"] = {
+        "()": "uvicorn.logging.DefaultFormatter",
+        "fmt": "%(asctime)s.%(msecs)03d %(levelprefix)s %(message)s",
+        "datefmt": "%Y-%m-%dT%H:%M:%S",
+    }
+    config["handlers"]["gateway"] = {
+        "formatter": "gateway",
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+    }
     config["loggers"]["gateway"] = {
-        "handlers": ["default"],
+        "handlers": ["gateway"],
         "level": level.upper(),
         "propagate": False,
     }
