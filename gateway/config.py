@@ -391,6 +391,11 @@ class _Checker:
 
     def route(self, index: int, node: yaml.Node, backends: set[str]) -> RouteSpec | None:
         what = f"route #{index + 1}"
+        if isinstance(node, yaml.MappingNode):  # name the route by its id where it has one
+            for key_node, value_node in node.value:
+                value = self.scalar(value_node) if self.scalar(key_node) == "id" else None
+                if isinstance(value, str) and value.strip():
+                    what = f"route {value.strip()!r}"
         entries = self.mapping(node, what, _ROUTE_KEYS)
         if entries is None:
             return None

@@ -52,7 +52,7 @@ def test_unknown_and_misspelled_keys_point_at_the_key() -> None:
     )
     assert problems(text) == [
         "routes.yaml:6:1: unknown key 'defualt' in the file; did you mean 'default'?",
-        "routes.yaml:10:5: unknown key 'methds' in route #1; did you mean 'methods'?",
+        "routes.yaml:10:5: unknown key 'methds' in route 'books.list'; did you mean 'methods'?",
     ]
 
 
