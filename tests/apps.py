@@ -78,6 +78,7 @@ asgi = Starlette(
     routes=[
         Route("/fail", fail),
         Route("/hang", hang),
+        Route("/remote-hang", hang),
         Route("/stream", slow_stream),
         Route("/local/stream", slow_stream),
         Route("/status/{code:int}", status),

@@ -1,0 +1,155 @@
+"""Exact metric values after known traffic, for every backend kind and error path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.testclient import TestClient
+
+from tests import apps
+from tests.harness import ThreadServer, free_port, gateway_client, write_routes
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[ThreadServer]:
+    with ThreadServer(apps.asgi) as server:
+        yield server
+
+
+@pytest.fixture
+def routes(tmp_path: Path, upstream: ThreadServer) -> Path:
+    return write_routes(
+        tmp_path,
+        f"""\
+version: 1
+backends:
+  legacy: {{wsgi: "tests.apps:wsgi"}}
+  new: {{asgi: "tests.apps:asgi"}}
+  slow: {{asgi: "tests.apps:asgi", timeout: 0.2}}
+  remote: {{url: "{upstream.url}", timeout: 0.5}}
+  down: {{url: "http://127.0.0.1:{free_port()}"}}
+default: legacy
+routes:
+  - {{id: new.echo, path: "/new/{{p:path}}", backend: new}}
+  - {{id: new.fail, path: /fail, backend: new}}
+  - {{id: slow.hang, path: /hang, backend: slow}}
+  - {{id: remote.echo, path: "/remote/{{p:path}}", backend: remote}}
+  - {{id: remote.hang, path: /remote-hang, backend: remote}}
+  - {{id: down, path: /down, backend: down}}
+""",
+    )
+
+
+def scrape(client: TestClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    r = client.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    values = {}
+    for family in text_string_to_metric_families(r.text):
+        for sample in family.samples:
+            values[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return values
+
+
+def value(
+    values: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float | None:
+    return values.get((name, frozenset(labels.items())))
+
+
+def test_requests_are_counted_per_route_backend_method_and_code(routes: Path) -> None:
+    with gateway_client(routes) as client:
+        for _ in range(3):
+            assert client.get("/new/a").status_code == 200
+        assert client.post("/new/b", content=b"x").status_code == 200
+        for _ in range(2):
+            assert client.get("/anything/else").status_code == 200
+        assert client.put("/remote/x").status_code == 200
+        assert client.request("PROPFIND", "/remote/y").status_code == 405
+        m = scrape(client)
+    count = "gateway_requests_total"
+    assert value(m, count, route="new.echo", backend="new", method="GET", code="200") == 3
+    assert value(m, count, route="new.echo", backend="new", method="POST", code="200") == 1
+    assert value(m, count, route="_default", backend="legacy", method="GET", code="200") == 2
+    assert value(m, count, route="remote.echo", backend="remote", method="PUT", code="200") == 1
+    # Unusual methods share one label value: cardinality stays bounded.
+    assert value(m, count, route="remote.echo", backend="remote", method="OTHER", code="405") == 1
+    hist = "gateway_request_duration_seconds_count"
+    assert value(m, hist, route="new.echo", backend="new") == 4
+    assert value(m, hist, route="_default", backend="legacy") == 2
+    assert (
+        value(
+            m, "gateway_request_duration_seconds_bucket", route="new.echo", backend="new", le="10.0"
+        )
+        == 4
+    )
+    assert value(m, "gateway_requests_in_flight", backend="new") == 0
+    # Only the route id is ever a label, never the raw path.
+    assert not [k for k in m if ("route", "/new/a") in k[1]]
+    assert not [k for k in m if k[0].endswith("_created")]
+
+
+@pytest.mark.parametrize(
+    ("path", "route", "backend", "code", "kind"),
+    [
+        ("/fail", "new.fail", "new", "500", "exception"),
+        ("/raise", "_default", "legacy", "500", "exception"),
+        ("/hang", "slow.hang", "slow", "504", "timeout"),
+        ("/remote-hang", "remote.hang", "remote", "504", "timeout"),
+        ("/down", "down", "down", "502", "connect"),
+    ],
+)
+def test_every_answer_the_gateway_gives_for_a_backend_is_counted(
+    routes: Path, path: str, route: str, backend: str, code: str, kind: str
+) -> None:
+    with gateway_client(routes) as client:
+        assert client.get(path).status_code == int(code)
+        assert client.get(path).status_code == int(code)
+        m = scrape(client)
+    assert value(m, "gateway_backend_errors_total", route=route, backend=backend, kind=kind) == 2
+    assert (
+        value(m, "gateway_requests_total", route=route, backend=backend, method="GET", code=code)
+        == 2
+    )
+    assert value(m, "gateway_requests_in_flight", backend=backend) == 0
+
+
+def test_route_weights_follow_the_live_table(routes: Path) -> None:
+    with gateway_client(routes, watch_interval=5) as client:
+        m = scrape(client)
+        assert value(m, "gateway_route_weight", route="new.echo", backend="new") == 1
+        assert value(m, "gateway_route_weight", route="_default", backend="legacy") == 1
+        assert value(m, "gateway_config_reloads_total", result="success") == 1
+        assert value(m, "gateway_config_last_reload_success_timestamp_seconds")
+        text = routes.read_text()
+        # Remove one route, flip another.
+        routes.write_text(
+            text.replace("  - {id: down, path: /down, backend: down}\n", "").replace(
+                "/fail, backend: new", "/fail, backend: legacy"
+            )
+        )
+        assert client.post("/-/reload").status_code == 200
+        routes.write_text("version: 1\nbackends: {}\n")
+        assert client.post("/-/reload").status_code == 422
+        m = scrape(client)
+    assert value(m, "gateway_route_weight", route="down", backend="down") is None
+    assert value(m, "gateway_route_weight", route="new.fail", backend="new") is None
+    assert value(m, "gateway_route_weight", route="new.fail", backend="legacy") == 1
+    assert value(m, "gateway_config_reloads_total", result="success") == 2
+    assert value(m, "gateway_config_reloads_total", result="failure") == 1
+
+
+def test_metrics_can_be_turned_off(routes: Path) -> None:
+    with gateway_client(routes, metrics=False) as client:
+        assert client.get("/new/x").status_code == 200
+        r = client.get("/metrics")  # no longer reserved: the default backend answers
+    assert r.headers["x-gateway-backend"] == "legacy"
+
+
+def test_metrics_path_is_configurable(routes: Path) -> None:
+    with gateway_client(routes, metrics_path="/-metrics") as client:
+        assert "gateway_requests_total" in client.get("/-metrics").text
+        assert client.get("/metrics").headers["x-gateway-backend"] == "legacy"
