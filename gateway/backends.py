@@ -24,6 +24,7 @@ from a2wsgi import WSGIMiddleware
 
 from gateway.config import BackendSpec, import_target
 from gateway.types import ASGIApp, Message, Receive, Scope, Send
+from gateway.upstream import HTTPBackend
 
 log = logging.getLogger("gateway.backends")
 
@@ -160,10 +161,7 @@ def build_backend(spec: BackendSpec, executor: ThreadPoolExecutor, http: Any) ->
         return WSGIBackend(spec, executor)
     if spec.kind == "asgi":
         return ASGIBackend(spec)
-    from gateway.upstream import HTTPBackend
-
-    backend: Backend = HTTPBackend(spec, http)
-    return backend
+    return HTTPBackend(spec, http)
 
 
 class BackendPool:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from gateway.config import ConfigError, GatewayConfig, Position, Problem, parse_config
+from gateway.config import GatewayConfig, parse_config
 
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]*$")
 
@@ -127,7 +127,3 @@ def _locked(directory: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-def problem_at(path: str | Path, message: str) -> ConfigError:
-    return ConfigError([Problem(Position(str(path), 1, 1), message)])

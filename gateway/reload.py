@@ -36,7 +36,6 @@ log = logging.getLogger("gateway.reload")
 class ReloadError:
     at: float
     problems: tuple[str, ...]
-    sha256: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +60,7 @@ class Reloader:
         self.last_error: ReloadError | None = None
         self._lock = asyncio.Lock()
         self._applied_sha: str | None = None
-        self._failed_sha: str | None = None
+        self._failed_key: str | None = None
         self._signature = _signature(path)
 
     async def load_initial(self) -> GatewayConfig:
@@ -81,9 +80,9 @@ class Reloader:
                 data = self._read()
                 config = parse_config(data, str(self.path))
             except ConfigError as exc:
-                return self._failed(exc.problems, _sha(exc), reason)
+                return self._failed(exc.problems, _fingerprint(exc), reason)
             if config.sha256 == self._applied_sha:
-                self._failed_sha = None
+                self._failed_key = None
                 self.last_error = None
                 return ReloadResult(changed=False)
             try:
@@ -92,7 +91,7 @@ class Reloader:
                 problem = Problem(Position(str(self.path), 1, 1), f"cannot apply: {exc}")
                 return self._failed([problem], config.sha256, reason)
             self._applied_sha = config.sha256
-            self._failed_sha = None
+            self._failed_key = None
             self.last_error = None
             log.info(
                 "route table applied: source=%s sha256=%s routes=%d trigger=%s pid=%d",
@@ -113,14 +112,14 @@ class Reloader:
                 [Problem(Position(str(self.path), 1, 1), f"cannot read the file: {reason}")]
             ) from None
 
-    def _failed(self, problems: list[Problem], sha: str, reason: str) -> ReloadResult:
-        error = ReloadError(time.time(), tuple(str(p) for p in problems), sha)
+    def _failed(self, problems: list[Problem], key: str, reason: str) -> ReloadResult:
+        error = ReloadError(time.time(), tuple(str(p) for p in problems))
         self.last_error = error
         metrics = self.gateway.metrics
         if metrics is not None:
             metrics.reload_result(False, error.at)
-        if sha != self._failed_sha:  # log a bad file once, not at every trigger
-            self._failed_sha = sha
+        if key != self._failed_key:  # log a bad file once, not at every trigger
+            self._failed_key = key
             log.error(
                 "route table rejected, previous table keeps serving: source=%s problems=%d "
                 "trigger=%s",
@@ -149,5 +148,6 @@ class Reloader:
                 log.error("reload failed unexpectedly: %r", exc)
 
 
-def _sha(exc: ConfigError) -> str:
+def _fingerprint(exc: ConfigError) -> str:
+    """Identifies a rejection, so that the same bad file is logged once."""
     return "|".join(str(p) for p in exc.problems)
