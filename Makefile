@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test lint typecheck unit clean
+.PHONY: install run test lint typecheck unit tools clean
 
 install: $(STAMP)
 
@@ -29,7 +29,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy --strict gateway
 
-unit: install
+# prometheus and promtool, for the tests of deploy/ (Debian's package when missing)
+tools:
+	deploy/prometheus/ensure-prometheus
+
+unit: install tools
 	$(BIN)/pytest
 
 test: lint typecheck unit

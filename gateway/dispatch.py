@@ -171,7 +171,7 @@ async def _answer_failure(
     route: Route, scope: Scope, exchange: _Exchange, failure: BackendFailure, request_id: str
 ) -> None:
     if route.metrics is not None:
-        route.metrics.errors_of(failure.kind).inc()
+        route.metrics.errors[failure.kind].inc()
     log.error(
         "backend failed: route=%s backend=%s request_id=%s kind=%s status=%s %s %s: %s",
         route.id,

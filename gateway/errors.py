@@ -12,6 +12,8 @@ JSON body with the request id, and the metric
 
 from __future__ import annotations
 
+FAILURE_KINDS = ("exception", "timeout", "connect", "protocol", "stream")
+
 
 class BackendFailure(Exception):
     def __init__(self, status: int, kind: str, detail: str) -> None:

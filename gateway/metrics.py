@@ -42,6 +42,8 @@ from prometheus_client import multiprocess as prom_multiprocess
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gateway.errors import FAILURE_KINDS
+
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -58,7 +60,7 @@ class RouteMetrics:
         "_requests",
         "backend",
         "duration",
-        "errors_of",
+        "errors",
         "in_flight",
         "route",
     )
@@ -70,8 +72,10 @@ class RouteMetrics:
         self.duration = metrics.duration.labels(route, backend)
         self.in_flight = metrics.in_flight.labels(backend)
         self._by_status: dict[tuple[str, int], Counter] = {}
-        errors = metrics.backend_errors
-        self.errors_of: Callable[[str], Counter] = lambda kind: errors.labels(route, backend, kind)
+        # Created up front, so that the first failure of a kind is a visible increase.
+        self.errors = {
+            kind: metrics.backend_errors.labels(route, backend, kind) for kind in FAILURE_KINDS
+        }
 
     def observe(self, method: str, status: int, seconds: float) -> None:
         child = self._by_status.get((method, status))
@@ -124,6 +128,8 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        for result in ("success", "failure"):
+            self.reloads.labels(result)  # both series exist from the start
         self.last_reload_success = Gauge(
             "gateway_config_last_reload_success_timestamp_seconds",
             "Unix time of the last route table that was applied.",
