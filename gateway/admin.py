@@ -4,6 +4,8 @@
     GET  /-/readyz           200 once a table is live and its backends started, else 503
     GET  /-/routes           the live table, and the last rejected file as `last_error`
     PUT  /-/routes/{id}      {"backend": NAME}: flip one route, persisted to the file
+                             {"canary": {"percent": P}}: set its canary share
+    GET  /-/shadow[?route=]  shadow comparison counts and the last mismatches
     POST /-/reload           re-read the file now
 
 Reads are open. Changes need `Authorization: Bearer <token>` when
@@ -22,10 +24,11 @@ import json
 import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
-from gateway.config import ConfigError
+from gateway.config import ConfigError, RouteSpec
 from gateway.dispatch import send_json
-from gateway.editing import EditError, flip
+from gateway.editing import EditError, flip, set_canary
 from gateway.types import Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -51,7 +54,9 @@ class Admin:
             await send({"type": "websocket.close", "code": 1008})
             return
         method = scope["method"]
-        if path in ("/healthz", "/readyz", "/routes", "/reload") or path.startswith("/routes/"):
+        if path in ("/healthz", "/readyz", "/routes", "/reload", "/shadow") or path.startswith(
+            "/routes/"
+        ):
             if method == "GET" and path == "/healthz":
                 await send_json(send, 200, {"status": "ok"})
             elif method == "GET" and path == "/readyz":
@@ -61,6 +66,8 @@ class Admin:
                 )
             elif method == "GET" and path == "/routes":
                 await send_json(send, 200, self.describe())
+            elif method == "GET" and path == "/shadow":
+                await send_json(send, 200, self.shadow_report(_query(scope, "route")))
             elif method == "POST" and path == "/reload":
                 if await self._authorised(scope, send):
                     await self._reload(send)
@@ -88,15 +95,7 @@ class Admin:
             "last_error": last_error,
             "default": config.default,
             "backends": {b.name: {"kind": b.kind, "target": b.target} for b in config.backends},
-            "routes": [
-                {
-                    "id": r.id,
-                    "path": r.path,
-                    "methods": list(r.methods) if r.methods else None,
-                    "backend": r.backend,
-                }
-                for r in config.routes
-            ],
+            "routes": [route_summary(r) for r in config.routes],
         }
 
     async def _authorised(self, scope: Scope, send: Send) -> bool:
@@ -152,41 +151,121 @@ class Admin:
             payload = json.loads(body) if body is not None else None
         except ValueError:
             payload = None
-        backend = payload.get("backend") if isinstance(payload, dict) else None
-        if not isinstance(backend, str) or set(payload) != {"backend"}:  # type: ignore[arg-type]
-            await send_json(send, 400, {"error": 'the body must be {"backend": "<name>"}'})
+        change = _route_change(payload)
+        if change is None:
+            await send_json(send, 400, {"error": _CHANGE_SHAPE})
             return
         path = self.gateway.settings.config
         try:
             # File I/O and the directory lock stay off the event loop.
-            result = await asyncio.to_thread(flip, path, route_id, backend)
+            if "backend" in change:
+                result = await asyncio.to_thread(flip, path, route_id, change["backend"])
+            else:
+                canary = change["canary"]
+                result = await asyncio.to_thread(
+                    set_canary, path, route_id, canary["percent"], canary.get("backend")
+                )
         except EditError as exc:
             await send_json(send, exc.status, {"error": str(exc)})
             return
         except ConfigError as exc:
+            problems = [str(p) for p in exc.problems]
             await send_json(
                 send,
                 409,
                 {
-                    "error": "the route file is invalid; fix it first",
-                    "problems": [str(p) for p in exc.problems],
+                    "error": "the change would leave the route file invalid; nothing was changed",
+                    "problems": problems,
                 },
             )
             return
-        log.info("route flipped: route=%s backend=%s via=admin-api", route_id, backend)
-        reload = await self.gateway.reloader.reload("admin API flip")
+        log.info("route changed: route=%s change=%s via=admin-api", route_id, json.dumps(change))
+        reload = await self.gateway.reloader.reload("admin API")
         if reload.error is not None:
+            problems = list(reload.error.problems)
             await send_json(
                 send,
                 500,
-                {
-                    "error": "the file was written but could not be applied",
-                    "problems": list(reload.error.problems),
-                },
+                {"error": "the file was written but could not be applied", "problems": problems},
             )
             return
         route = next(r for r in self.describe()["routes"] if r["id"] == route_id)
         await send_json(send, 200, {"route": route, "changed": bool(result.changed)})
+
+    def shadow_report(self, route_id: str | None) -> dict[str, Any]:
+        stats = self.gateway.policies.stats
+        chosen = [route_id] if route_id else sorted(stats)
+        return {
+            "routes": {
+                rid: {
+                    "counts": dict(stats[rid].counts),
+                    "mismatches": [{**m, "at": _iso(m["at"])} for m in stats[rid].mismatches],
+                }
+                for rid in chosen
+                if rid in stats
+            }
+        }
+
+
+_CHANGE_SHAPE = (
+    'the body must be {"backend": "<name>"} or {"canary": {"percent": <0-100>}} '
+    '(with "backend" in canary to add one)'
+)
+
+
+def _route_change(payload: object) -> dict[str, Any] | None:
+    """The change a PUT asks for, or None when the body is not one of the two shapes."""
+    if not isinstance(payload, dict) or len(payload) != 1:
+        return None
+    if isinstance(payload.get("backend"), str):
+        return payload
+    canary = payload.get("canary")
+    if not isinstance(canary, dict) or not set(canary) <= {"percent", "backend"}:
+        return None
+    percent = canary.get("percent")
+    if isinstance(percent, bool) or not isinstance(percent, int | float):
+        return None
+    if "backend" in canary and not isinstance(canary["backend"], str):
+        return None
+    return payload
+
+
+def _query(scope: Scope, name: str) -> str | None:
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name)
+    return values[0] if values else None
+
+
+def route_summary(route: RouteSpec) -> dict[str, Any]:
+    """A route as JSON: the four basic keys always, the migration policies when set."""
+    summary: dict[str, Any] = {
+        "id": route.id,
+        "path": route.path,
+        "methods": list(route.methods) if route.methods else None,
+        "backend": route.backend,
+    }
+    if route.canary is not None:
+        c = route.canary
+        summary["canary"] = {
+            "backend": c.backend,
+            "percent": c.percent,
+            "sticky": str(c.sticky) if c.sticky else None,
+        }
+    if route.shadow is not None:
+        summary["shadow"] = {
+            "backend": route.shadow.backend,
+            "percent": route.shadow.percent,
+            "calibrate": route.shadow.calibrate,
+        }
+    if route.fallback is not None:
+        summary["fallback"] = route.fallback
+    if route.rollback is not None:
+        r = route.rollback
+        summary["rollback"] = {
+            "error_ratio": r.error_ratio,
+            "window": r.window,
+            "min_requests": r.min_requests,
+        }
+    return summary
 
 
 def _is_loopback(host: str) -> bool:

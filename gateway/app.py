@@ -16,17 +16,23 @@ import contextlib
 import logging
 import posixpath
 import signal
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from gateway import upstream
 from gateway.admin import Admin
 from gateway.backends import BackendPool
 from gateway.config import ConfigError, GatewayConfig
 from gateway.dispatch import send_json, serve
+from gateway.editing import EditError, flip
 from gateway.metrics import Metrics
+from gateway.policy import RollbackSpec
 from gateway.reload import Reloader
+from gateway.rollback import RollbackWatch
 from gateway.settings import Settings
+from gateway.shadow import ShadowRunner, ShadowStats
 from gateway.table import RouteTable, build_table
 from gateway.types import Receive, Scope, Send
 
@@ -46,6 +52,8 @@ class Gateway:
         self._prefix_bare = self._prefix.rstrip("/")
         self._metrics_path = self.settings.metrics_path if self.metrics else None
         self._pool: BackendPool | None = None
+        self.shadows: ShadowRunner | None = None
+        self.policies = Policies(self)
         self._watcher: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[object]] = set()
 
@@ -82,15 +90,7 @@ class Gateway:
                     send, 404, {"error": "no route matches this request and there is no default"}
                 )
             return
-        pool = self._pool
-        if pool is None:
-            await serve(route, scope, receive, send)
-            return
-        pool.enter(route.backend)
-        try:
-            await serve(route, scope, receive, send)
-        finally:
-            pool.leave(route.backend)
+        await serve(route, scope, receive, send, self.shadows)
 
     async def _serve_metrics(self, send: Send) -> None:
         assert self.metrics is not None  # guarded by _metrics_path
@@ -118,7 +118,9 @@ class Gateway:
         if self._pool is None:
             raise RuntimeError("the gateway has not started")
         backends = await self._pool.prepare(config.backends)
-        table = build_table(config, backends, self.metrics, self.settings.route_headers)
+        table = build_table(
+            config, backends, self.metrics, self.settings.route_headers, self.policies
+        )
         self.table = table  # the swap: one assignment, no lock on the request path
         self._pool.retire(backends)
         if self.metrics is not None:
@@ -136,6 +138,7 @@ class Gateway:
             max_workers=self.settings.wsgi_threads, thread_name_prefix="gateway-wsgi"
         )
         self._pool = BackendPool(executor, upstream.new_client())
+        self.shadows = ShadowRunner()
         config = await self.reloader.load_initial()
         log.info(
             "route table loaded: source=%s sha256=%s routes=%d backends=%s default=%s",
@@ -151,7 +154,11 @@ class Gateway:
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
 
     def _on_sighup(self) -> None:
-        task = asyncio.create_task(self.reloader.reload("SIGHUP"))
+        self.spawn(self.reloader.reload("SIGHUP"))
+
+    def spawn(self, work: Coroutine[Any, Any, object]) -> None:
+        """Run `work` in the background, kept until done and cancelled at shutdown."""
+        task = asyncio.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -162,6 +169,12 @@ class Gateway:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        shadows, self.shadows = self.shadows, None
+        if shadows is not None:
+            await shadows.close()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -189,6 +202,58 @@ class Gateway:
         await receive()  # lifespan.shutdown
         await self.shutdown()
         await send({"type": "lifespan.shutdown.complete"})
+
+
+class Policies:
+    """State that outlives table swaps: shadow results, rollback windows."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.stats: dict[str, ShadowStats] = {}
+        self.watches: dict[tuple[str, str, str, RollbackSpec], RollbackWatch] = {}
+
+    def shadow_stats(self, route_id: str) -> ShadowStats:
+        return self.stats.setdefault(route_id, ShadowStats())
+
+    def rollback_watch(
+        self, route_id: str, backend: str, fallback: str, spec: RollbackSpec
+    ) -> RollbackWatch:
+        key = (route_id, backend, fallback, spec)
+        watch = self.watches.get(key)
+        if watch is None:
+            watch = RollbackWatch(route_id, backend, fallback, spec, self._trip)
+            self.watches[key] = watch
+        return watch
+
+    def _trip(self, watch: RollbackWatch, total: int, failed: int) -> None:
+        log.error(
+            "automatic rollback: route=%s from=%s to=%s failed=%d of %d in %gs "
+            "(over the %g limit); the route stays on %s until an operator flips it",
+            watch.route_id,
+            watch.backend,
+            watch.fallback,
+            failed,
+            total,
+            watch.spec.window,
+            watch.spec.error_ratio,
+            watch.fallback,
+        )
+        self.gateway.spawn(self._roll_back(watch))
+
+    async def _roll_back(self, watch: RollbackWatch) -> None:
+        gateway = self.gateway
+        try:
+            await asyncio.to_thread(
+                flip, gateway.settings.config, watch.route_id, watch.fallback, watch.backend
+            )
+        except (ConfigError, EditError, OSError) as exc:
+            log.error(
+                "automatic rollback of route=%s could not write the file: %s", watch.route_id, exc
+            )
+            return
+        if gateway.metrics is not None:
+            gateway.metrics.rollbacks.labels(watch.route_id).inc()
+        await gateway.reloader.reload("automatic rollback")
 
 
 def create_app(settings: Settings | None = None) -> Gateway:

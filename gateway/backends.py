@@ -36,6 +36,7 @@ class BackendStartError(Exception):
 class Backend(Protocol):
     spec: BackendSpec
     supports_websocket: bool
+    active: int  # requests in flight, kept by the dispatcher (drain before close)
 
     async def start(self) -> None: ...
     async def close(self) -> None: ...
@@ -44,6 +45,7 @@ class Backend(Protocol):
 
 class WSGIBackend:
     supports_websocket = False
+    active = 0
 
     def __init__(self, spec: BackendSpec, executor: ThreadPoolExecutor) -> None:
         self.spec = spec
@@ -66,6 +68,7 @@ class WSGIBackend:
 
 class ASGIBackend:
     supports_websocket = True
+    active = 0
 
     def __init__(self, spec: BackendSpec, app: ASGIApp | None = None) -> None:
         self.spec = spec
@@ -178,7 +181,6 @@ class BackendPool:
         self.http = http
         self.drain_timeout = drain_timeout
         self._running: dict[tuple[object, ...], Backend] = {}
-        self._active: dict[int, int] = {}  # id(backend) -> requests in flight
         self._closing: set[asyncio.Task[None]] = set()
 
     @staticmethod
@@ -208,18 +210,6 @@ class BackendPool:
             self._running[self.identity(backend.spec)] = backend
         return chosen
 
-    def enter(self, backend: Backend) -> None:
-        key = id(backend)
-        self._active[key] = self._active.get(key, 0) + 1
-
-    def leave(self, backend: Backend) -> None:
-        key = id(backend)
-        left = self._active[key] - 1
-        if left:
-            self._active[key] = left
-        else:
-            del self._active[key]
-
     def retire(self, keep: dict[str, Backend]) -> None:
         """Close, after they drain, the running backends not in `keep`."""
         kept = {id(b) for b in keep.values()}
@@ -233,9 +223,9 @@ class BackendPool:
     async def _close_when_drained(self, backend: Backend) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.drain_timeout
-        while self._active.get(id(backend)) and loop.time() < deadline:
+        while backend.active and loop.time() < deadline:
             await asyncio.sleep(0.05)
-        if self._active.get(id(backend)):
+        if backend.active:
             log.warning("backend=%s closed with requests still in flight", backend.spec.name)
         try:
             await backend.close()

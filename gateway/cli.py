@@ -5,6 +5,8 @@
     gateway serve  [--config FILE] [--host] [--port] [--workers N] ...
     gateway flip   ROUTE_ID BACKEND [--config]  point one route at a backend
     gateway flip   --all BACKEND [--config]     the emergency switch: every route
+    gateway canary ROUTE_ID PERCENT [--backend B] set (or add) a route's canary share
+    gateway diff   ROUTE_ID [--url]             the last shadow mismatches of a route
 
 Exit codes: 0 success, 1 invalid config or refused change, 2 usage error.
 Expected failures print one plain line each, never a traceback.
@@ -19,7 +21,7 @@ import sys
 from collections.abc import Sequence
 
 from gateway.config import ConfigError, GatewayConfig, load_config
-from gateway.editing import EditError, flip
+from gateway.editing import EditError, flip, set_canary
 
 
 def _default_config() -> str:
@@ -120,6 +122,64 @@ def cmd_flip(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_canary(args: argparse.Namespace) -> int:
+    try:
+        percent = float(args.percent)
+    except ValueError:
+        print(f"gateway canary: percent must be a number, got {args.percent!r}", file=sys.stderr)
+        return 2
+    try:
+        result = set_canary(args.config, args.route_id, percent, args.backend)
+    except ConfigError as exc:
+        return _report(exc, args.config)
+    except EditError as exc:
+        print(f"{args.config}: {exc}; nothing was changed", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{args.config}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    canary = result.config.route(args.route_id).canary
+    if canary is None:  # unreachable: set_canary leaves a canary in place
+        return 1
+    state = "set" if result.changed else "already"
+    print(
+        f"{args.config}: {args.route_id} canary {state} at {canary.percent:g}% to {canary.backend}"
+    )
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    import httpx
+
+    url = args.url.rstrip("/") + args.admin_prefix.rstrip("/") + "/shadow"
+    try:
+        r = httpx.get(url, params={"route": args.route_id}, timeout=10, trust_env=False)
+        r.raise_for_status()
+        report = r.json()["routes"]
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        print(f"gateway diff: cannot read {url}: {exc}", file=sys.stderr)
+        return 1
+    if args.route_id not in report:
+        print(
+            f"{args.route_id}: no shadow traffic seen by this gateway worker (is 'shadow:' set "
+            "on the route, and has it had GET traffic?)",
+            file=sys.stderr,
+        )
+        return 1
+    route = report[args.route_id]
+    counts = ", ".join(f"{k} {v}" for k, v in route["counts"].items())
+    print(f"{args.route_id}: {counts}")
+    for m in route["mismatches"]:
+        print(f"\n{m['at']}  {m['request']}  request_id={m['request_id']}")
+        print(
+            f"  {m['primary']['backend']} {m['primary']['status']}  vs  "
+            f"{m['shadow']['backend']} {m['shadow']['status']}"
+        )
+        for line in m["differences"]:
+            print("  " + line.replace("\n", "\n    "))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.server import serve
 
@@ -148,6 +208,23 @@ def build_parser() -> argparse.ArgumentParser:
     flip_p.add_argument("--all", action="store_true", help="flip every route to BACKEND")
     flip_p.add_argument("--config", default=_default_config())
     flip_p.set_defaults(func=cmd_flip)
+
+    canary = sub.add_parser("canary", help="set the share of a route's traffic on its canary")
+    canary.add_argument("route_id", metavar="ROUTE_ID")
+    canary.add_argument("percent", metavar="PERCENT", help="0 to 100 (decimals allowed)")
+    canary.add_argument("--backend", help="the canary backend, to add a canary to a route")
+    canary.add_argument("--config", default=_default_config())
+    canary.set_defaults(func=cmd_canary)
+
+    diff = sub.add_parser("diff", help="show the last shadow mismatches of a route")
+    diff.add_argument("route_id", metavar="ROUTE_ID")
+    diff.add_argument(
+        "--url",
+        default=os.environ.get("GATEWAY_URL", "http://127.0.0.1:8000"),
+        help="the running gateway (default: http://127.0.0.1:8000)",
+    )
+    diff.add_argument("--admin-prefix", default="/-/")
+    diff.set_defaults(func=cmd_diff)
 
     from gateway.server import add_serve_arguments
 

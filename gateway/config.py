@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from gateway.matching import TemplateError, parse_template
+from gateway.policy import POLICY_KEYS, CanarySpec, PolicyChecker, RollbackSpec, ShadowSpec
 
 BackendKind = Literal["wsgi", "asgi", "url"]
 BACKEND_KINDS: tuple[BackendKind, ...] = ("wsgi", "asgi", "url")
@@ -91,6 +92,11 @@ class RouteSpec:
     path: str
     backend: str
     methods: tuple[str, ...] | None = None  # None: every method
+    canary: CanarySpec | None = None
+    shadow: ShadowSpec | None = None
+    unsafe: bool = False  # shadow non-idempotent methods too
+    fallback: str | None = None
+    rollback: RollbackSpec | None = None
     where: Position | None = field(default=None, compare=False)
 
 
@@ -212,7 +218,7 @@ def check_import(target: str) -> str | None:
 
 _TOP_KEYS = ("version", "backends", "default", "routes")
 _BACKEND_KEYS = (*BACKEND_KINDS, "timeout")
-_ROUTE_KEYS = ("id", "path", "methods", "backend")
+_ROUTE_KEYS = ("id", "path", "methods", "backend", *POLICY_KEYS)
 _SAFE = yaml.SafeLoader("")
 
 
@@ -446,9 +452,52 @@ class _Checker:
                 )
                 ok = False
         methods_ok, methods = self.methods(entries.get("methods"), what)
-        if not (ok and methods_ok) or route_id is None or path is None or backend is None:
+        policies_ok, policies = self.policies(entries, what, backend, backends)
+        if not (ok and methods_ok and policies_ok):
             return None
-        return RouteSpec(route_id, path, backend, methods, where=self.at(entries["id"][1]))
+        if route_id is None or path is None or backend is None:
+            return None
+        return RouteSpec(
+            route_id, path, backend, methods, **policies, where=self.at(entries["id"][1])
+        )
+
+    def policies(
+        self,
+        entries: dict[str, tuple[yaml.Node, yaml.Node]],
+        what: str,
+        backend: str | None,
+        backends: set[str],
+    ) -> tuple[bool, dict[str, Any]]:
+        """The safe-migration keys (see gateway.policy), validated."""
+        check = PolicyChecker(self, what, backend, backends)
+        ok = True
+        found: dict[str, Any] = {}
+        for key, parse in (
+            ("canary", check.canary),
+            ("shadow", check.shadow),
+            ("rollback", check.rollback),
+        ):
+            if key in entries:
+                valid, found[key] = parse(entries[key][1])
+                ok = ok and valid
+        if "unsafe" in entries:
+            node = entries["unsafe"][1]
+            flag = self.scalar(node)
+            if not isinstance(flag, bool):
+                self.problem(node, f"{what}: 'unsafe' must be true or false")
+                ok = False
+            else:
+                found["unsafe"] = flag
+        if "fallback" in entries:
+            found["fallback"] = check.backend_name(entries["fallback"][1], "fallback")
+            ok = ok and found["fallback"] is not None
+        if "rollback" in entries and "fallback" not in entries:
+            self.problem(
+                entries["rollback"][0],
+                f"{what}: 'rollback' flips the route to its fallback, so it needs 'fallback'",
+            )
+            ok = False
+        return ok, found
 
     def methods(
         self, entry: tuple[yaml.Node, yaml.Node] | None, what: str

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import re
 import time
 import traceback
@@ -23,8 +24,10 @@ import uuid
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
+from gateway.bodies import BodyRecorder
 from gateway.errors import BackendFailure
-from gateway.table import Route
+from gateway.shadow import Captured, ShadowRunner
+from gateway.table import Route, Target
 from gateway.types import Headers, Message, Receive, Scope, Send
 
 log = logging.getLogger("gateway.dispatch")
@@ -71,10 +74,11 @@ async def send_json(
 class _Exchange:
     """Tracks one response on its way to the client (status, held 5xx, failure)."""
 
-    __slots__ = ("extra", "held", "held_bytes", "send", "sent", "status")
+    __slots__ = ("capture", "extra", "held", "held_bytes", "send", "sent", "status")
 
-    def __init__(self, send: Send, extra: Headers) -> None:
+    def __init__(self, send: Send, extra: Headers, capture: Captured | None = None) -> None:
         self.send = send
+        self.capture = capture
         self.extra = extra
         self.status = 0  # 0 until the backend starts its response
         self.sent = False  # whether anything reached the client
@@ -83,6 +87,8 @@ class _Exchange:
 
     async def __call__(self, message: Message) -> None:
         kind = message["type"]
+        if self.capture is not None:
+            self.capture.add(message)
         if kind == "http.response.start":
             self.status = message["status"]
             message["headers"] = [*message.get("headers", ()), *self.extra]
@@ -112,30 +118,88 @@ class _Exchange:
                 await self.send(message)
 
 
-async def serve(route: Route, scope: Scope, receive: Receive, send: Send) -> None:
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+
+async def serve(
+    route: Route, scope: Scope, receive: Receive, send: Send, shadows: ShadowRunner | None = None
+) -> None:
     """Serve a request (HTTP or WebSocket) on `route`."""
     request_id, from_client = request_id_of(scope)
     if not from_client:
         scope = dict(scope)
         scope["headers"] = [*scope["headers"], (_REQUEST_ID, request_id.encode())]
-    exchange = _Exchange(send, [*route.response_headers, (_REQUEST_ID, request_id.encode())])
-    backend = route.backend
-    metrics = route.metrics
-    websocket = scope["type"] == "websocket"
+    rid = (_REQUEST_ID, request_id.encode())
+    target = route.primary
+    canary = route.canary_target
+    if canary is not None and route.canary is not None and route.canary.to_canary(scope):
+        target = canary
+    if scope["type"] != "http":
+        await _finish(
+            route, target, scope, *await _attempt(target, scope, receive, send, rid), request_id
+        )
+        return
+    method = scope["method"]
+    fallback = route.fallback if method in IDEMPOTENT and route.fallback is not target else None
+    shadower = route.shadower
+    if shadower is not None and (
+        target is not route.primary
+        or shadows is None
+        or not shadower.wants(method, random.random())
+    ):
+        shadower = None
+    recorder = BodyRecorder(receive) if fallback is not None or shadower is not None else None
+    capture = Captured() if shadower is not None else None
+    exchange, failure = await _attempt(
+        target, scope, recorder.receive if recorder else receive, send, rid, capture
+    )
+    failed = failure is not None or exchange.status >= 500
+    if route.rollback is not None and target is route.primary:
+        route.rollback.record(failed)
+    if failed and fallback is not None and not exchange.sent and recorder is not None:
+        replay = recorder.replay()
+        if replay is not None:
+            _log_fallback(route, target, fallback, exchange, failure, request_id)
+            if failure is not None:
+                _count_failure(target, failure)
+            exchange.held = None
+            exchange, failure = await _attempt(fallback, scope, replay, send, rid)
+            target = fallback
+    await _finish(route, target, scope, exchange, failure, request_id)
+    # Compare only what the primary itself answered (not a failure, not a fallback's answer).
+    answered = failure is None and target is route.primary
+    if answered and shadower and shadows and capture is not None and recorder is not None:
+        primary = route.primary
+        body = recorder.body(scope)
+        shadows.submit(shadower, primary.backend, primary.name, scope, body, capture)
+
+
+async def _attempt(
+    target: Target,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    rid: tuple[bytes, bytes],
+    capture: Captured | None = None,
+) -> tuple[_Exchange, BackendFailure | None]:
+    """Call one backend. A 5xx answer stays held; the caller decides what reaches the client."""
+    exchange = _Exchange(send, [*target.response_headers, rid], capture)
+    backend = target.backend
+    metrics = target.metrics
     started = time.perf_counter()
+    backend.active += 1
     if metrics is not None:
         metrics.in_flight.inc()
     failure: BackendFailure | None = None
     try:
-        if websocket and not backend.supports_websocket:
+        if scope["type"] == "websocket" and not backend.supports_websocket:
             await exchange({"type": "websocket.close", "code": 1003})
-        elif route.timeout is None:
+        elif target.timeout is None:
             await backend(scope, receive, exchange)
         else:
-            await _with_timeout(route.timeout, backend(scope, receive, exchange), exchange)
+            await _with_timeout(target.timeout, backend(scope, receive, exchange), exchange)
         if not exchange.status:
             raise BackendFailure(500, "exception", "the backend returned without a response")
-        await exchange.flush()
     except BackendFailure as exc:
         failure = exc
     except asyncio.CancelledError:
@@ -143,39 +207,33 @@ async def serve(route: Route, scope: Scope, receive: Receive, send: Send) -> Non
     except Exception as exc:
         failure = BackendFailure(500, "exception", _describe(exc))
     finally:
+        backend.active -= 1
         if metrics is not None:
             metrics.in_flight.dec()
-    if failure is not None:
-        await _answer_failure(route, scope, exchange, failure, request_id)
     if metrics is not None:
-        method = "WEBSOCKET" if websocket else scope["method"]
-        metrics.observe(method, exchange.status, time.perf_counter() - started)
+        status = failure.status if failure is not None and not exchange.sent else exchange.status
+        method = scope.get("method", "WEBSOCKET")
+        metrics.observe(method, status, time.perf_counter() - started)
+    return exchange, failure
 
 
-async def _with_timeout(
-    seconds: float, work: Coroutine[Any, Any, None], exchange: _Exchange
+async def _finish(
+    route: Route,
+    target: Target,
+    scope: Scope,
+    exchange: _Exchange,
+    failure: BackendFailure | None,
+    request_id: str,
 ) -> None:
-    """Time out a backend that has not *started* its response within `seconds`."""
-    task = asyncio.ensure_future(work)
-    try:
-        done, _ = await asyncio.wait({task}, timeout=seconds)
-        if not done and not exchange.status:
-            raise BackendFailure(504, "timeout", f"no response within {seconds:g}s")
-        await task
-    finally:
-        if not task.done():
-            task.cancel()
-
-
-async def _answer_failure(
-    route: Route, scope: Scope, exchange: _Exchange, failure: BackendFailure, request_id: str
-) -> None:
-    if route.metrics is not None:
-        route.metrics.errors[failure.kind].inc()
+    """Deliver the final answer: the held response, or the gateway's own for a failure."""
+    if failure is None:
+        await exchange.flush()
+        return
+    _count_failure(target, failure)
     log.error(
         "backend failed: route=%s backend=%s request_id=%s kind=%s status=%s %s %s: %s",
         route.id,
-        route.backend_name,
+        target.name,
         request_id,
         failure.kind,
         failure.status if not exchange.sent else "(response already started)",
@@ -194,10 +252,51 @@ async def _answer_failure(
         "error": _PUBLIC_REASON.get(failure.kind, "the backend failed"),
         "kind": failure.kind,
         "route": route.id,
-        "backend": route.backend_name,
+        "backend": target.name,
         "request_id": request_id,
     }
     await send_json(exchange.send, failure.status, body, exchange.extra)
+
+
+def _count_failure(target: Target, failure: BackendFailure) -> None:
+    if target.metrics is not None:
+        target.metrics.errors[failure.kind].inc()
+
+
+def _log_fallback(
+    route: Route,
+    target: Target,
+    fallback: Target,
+    exchange: _Exchange,
+    failure: BackendFailure | None,
+    request_id: str,
+) -> None:
+    what = failure.kind if failure is not None else f"status {exchange.status}"
+    log.warning(
+        "fallback: route=%s from=%s to=%s request_id=%s reason=%s",
+        route.id,
+        target.name,
+        fallback.name,
+        request_id,
+        what,
+    )
+    if fallback.metrics is not None:
+        fallback.metrics.count_fallback(route.id, target.name)
+
+
+async def _with_timeout(
+    seconds: float, work: Coroutine[Any, Any, None], exchange: _Exchange
+) -> None:
+    """Time out a backend that has not *started* its response within `seconds`."""
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+        if not done and not exchange.status:
+            raise BackendFailure(504, "timeout", f"no response within {seconds:g}s")
+        await task
+    finally:
+        if not task.done():
+            task.cancel()
 
 
 _PUBLIC_REASON = {

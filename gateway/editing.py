@@ -18,13 +18,13 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from gateway.config import GatewayConfig, parse_config
+from gateway.config import GatewayConfig, RouteSpec, parse_config
 
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]*$")
 
@@ -43,54 +43,147 @@ class EditResult:
     changed: list[str]  # route ids whose backend changed
 
 
-def flip(path: str | Path, route_id: str | None, backend: str) -> EditResult:
-    """Point one route (or, with route_id None, every route) at `backend`."""
+def flip(
+    path: str | Path, route_id: str | None, backend: str, expect: str | None = None
+) -> EditResult:
+    """Point one route (or, with route_id None, every route) at `backend`.
+
+    With `expect`, only a route currently on `expect` is changed (an automatic
+    rollback must not undo what an operator did in the meantime).
+    """
+
+    def edit(current: GatewayConfig, routes: dict[str, yaml.MappingNode]) -> Edit:
+        _known_backend(current, backend)
+        if route_id is not None:
+            _known_route(current, route_id)
+        edits: list[tuple[yaml.Node, str]] = []
+        changed: list[str] = []
+        for rid, node in routes.items():
+            if route_id is not None and rid != route_id:
+                continue
+            now = current.route(rid).backend
+            if now != backend and (expect is None or now == expect):
+                edits.append((_field(node, "backend"), backend))
+                changed.append(rid)
+        return edits, [], changed
+
+    return _edit(path, edit)
+
+
+def set_canary(
+    path: str | Path, route_id: str, percent: float, backend: str | None = None
+) -> EditResult:
+    """Set the canary share of a route; adds `canary:` to a route without one (needs backend)."""
+    if not 0 <= percent <= 100:
+        raise EditError(f"percent must be from 0 to 100 (got {percent:g})", status=422)
+    text = f"{percent:g}"
+
+    def edit(current: GatewayConfig, routes: dict[str, yaml.MappingNode]) -> Edit:
+        route = _known_route(current, route_id)
+        node = routes[route_id]
+        if route.canary is not None:
+            if backend is not None and backend != route.canary.backend:
+                raise EditError(
+                    f"route {route_id!r} already has canary backend {route.canary.backend!r}",
+                    status=422,
+                )
+            canary = _field(node, "canary")
+            if not isinstance(canary, yaml.MappingNode):  # unreachable for a valid file
+                raise EditError(f"route {route_id!r}: 'canary' is not a mapping", status=409)
+            return [(_field(canary, "percent"), text)], [], [route_id]
+        if backend is None:
+            raise EditError(
+                f"route {route_id!r} has no canary yet; name its backend (--backend)", status=422
+            )
+        _known_backend(current, backend)
+        if node.flow_style:
+            raise EditError(
+                f"route {route_id!r} is written on one line ({{...}}); add "
+                f"'canary: {{backend: {backend}, percent: {text}}}' to it by hand",
+                status=409,
+            )
+        return [], [(node, f"canary: {{backend: {backend}, percent: {text}}}")], [route_id]
+
+    return _edit(path, edit)
+
+
+Edit = tuple[list[tuple[yaml.Node, str]], list[tuple[yaml.MappingNode, str]], list[str]]
+
+
+def _edit(
+    path: str | Path, make: Callable[[GatewayConfig, dict[str, yaml.MappingNode]], Edit]
+) -> EditResult:
+    """Read, validate, change, validate again, write atomically: all under the lock."""
     target = Path(os.path.realpath(path))  # edit the file a symlink points at
     with _locked(target.parent):
         data = target.read_bytes()
         current = parse_config(data, str(path))
-        if backend not in {b.name for b in current.backends}:
-            names = ", ".join(b.name for b in current.backends)
-            raise EditError(f"unknown backend {backend!r}; use one of: {names}", status=422)
-        if route_id is not None and route_id not in {r.id for r in current.routes}:
-            raise EditError(f"unknown route {route_id!r}")
-        edits: list[tuple[yaml.Node, str]] = []
-        changed: list[str] = []
-        for rid, node in _backend_nodes(data):
-            if route_id is not None and rid != route_id:
-                continue
-            if current.route(rid).backend != backend:
-                edits.append((node, backend))
-                changed.append(rid)
-        new_data = _splice(data, edits)
+        replacements, additions, changed = make(current, _route_nodes(data))
+        new_data = _splice(data, replacements, additions)
         config = parse_config(new_data, str(path))
         if new_data != data:
             _write_atomic(target, new_data)
-        return EditResult(config, changed)
+        return EditResult(config, changed if new_data != data else [])
 
 
-def _backend_nodes(data: bytes) -> Iterator[tuple[str, yaml.Node]]:
-    """(route id, node of its `backend` value) for each route, in file order."""
+def _known_backend(config: GatewayConfig, backend: str) -> None:
+    if backend not in {b.name for b in config.backends}:
+        names = ", ".join(b.name for b in config.backends)
+        raise EditError(f"unknown backend {backend!r}; use one of: {names}", status=422)
+
+
+def _known_route(config: GatewayConfig, route_id: str) -> RouteSpec:
+    try:
+        return config.route(route_id)
+    except KeyError:
+        raise EditError(f"unknown route {route_id!r}") from None
+
+
+def _field(node: yaml.MappingNode, key: str) -> yaml.Node:
+    for k, v in node.value:
+        if isinstance(k, yaml.ScalarNode) and k.value == key:
+            found: yaml.Node = v
+            return found
+    raise KeyError(key)
+
+
+def _route_nodes(data: bytes) -> dict[str, yaml.MappingNode]:
+    """Each route's mapping node, by id (the file is valid: ids are unique)."""
     root = yaml.compose(data.decode("utf-8"), Loader=yaml.SafeLoader)
+    found: dict[str, yaml.MappingNode] = {}
     if not isinstance(root, yaml.MappingNode):
-        return
+        return found
     for key, value in root.value:
         if key.value != "routes" or not isinstance(value, yaml.SequenceNode):
             continue
         for item in value.value:
-            if not isinstance(item, yaml.MappingNode):
-                continue
-            fields = {k.value: v for k, v in item.value if isinstance(k, yaml.ScalarNode)}
-            if "id" in fields and "backend" in fields:
-                yield str(fields["id"].value).strip(), fields["backend"]
+            if isinstance(item, yaml.MappingNode):
+                fields = {k.value: v for k, v in item.value if isinstance(k, yaml.ScalarNode)}
+                if "id" in fields:
+                    found[str(fields["id"].value).strip()] = item
+    return found
 
 
-def _splice(data: bytes, edits: list[tuple[yaml.Node, str]]) -> bytes:
+def _splice(
+    data: bytes,
+    replacements: list[tuple[yaml.Node, str]],
+    additions: list[tuple[yaml.MappingNode, str]],
+) -> bytes:
+    """Replace scalars in place, and add `key: value` lines at the end of block mappings."""
     text = data.decode("utf-8")
-    # Positions are character offsets; apply from the end so earlier ones stay valid.
-    for node, value in sorted(edits, key=lambda e: e[0].start_mark.index, reverse=True):
+    changes: list[tuple[int, int, str]] = []
+    for node, value in replacements:
         start, end = node.start_mark.index, node.end_mark.index
-        text = text[:start] + _scalar(value, text[start:end]) + text[end:]
+        changes.append((start, end, _scalar(value, text[start:end])))
+    for mapping, line in additions:
+        last_value = mapping.value[-1][1]
+        eol = text.find("\n", last_value.end_mark.index)  # after any trailing comment
+        eol = len(text) if eol < 0 else eol
+        indent = " " * mapping.value[0][0].start_mark.column
+        changes.append((eol, eol, "\n" + indent + line))
+    # Positions are character offsets; apply from the end so earlier ones stay valid.
+    for start, end, new in sorted(changes, reverse=True):
+        text = text[:start] + new + text[end:]
     return text.encode("utf-8")
 
 

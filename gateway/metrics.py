@@ -9,6 +9,9 @@ Names and labels are a contract with dashboards and alert rules (deploy/):
 - gateway_route_weight{route,backend}                    share of traffic, from the live table
 - gateway_config_reloads_total{result}                   success | failure
 - gateway_config_last_reload_success_timestamp_seconds
+- gateway_shadow_requests_total{route,result}            match | mismatch | error | dropped
+- gateway_fallbacks_total{route,from,to}
+- gateway_rollbacks_total{route}
 
 `route` is a route id (or `_default`), never a raw path, so cardinality is
 bounded by the table. The request path only touches label children that
@@ -43,6 +46,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway.errors import FAILURE_KINDS
+from gateway.shadow import RESULTS as SHADOW_RESULTS
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -57,6 +61,7 @@ class RouteMetrics:
 
     __slots__ = (
         "_by_status",
+        "_fallbacks",
         "_requests",
         "backend",
         "duration",
@@ -69,6 +74,7 @@ class RouteMetrics:
         self.route = route
         self.backend = backend
         self._requests = metrics.requests
+        self._fallbacks = metrics.fallbacks
         self.duration = metrics.duration.labels(route, backend)
         self.in_flight = metrics.in_flight.labels(backend)
         self._by_status: dict[tuple[str, int], Counter] = {}
@@ -76,6 +82,10 @@ class RouteMetrics:
         self.errors = {
             kind: metrics.backend_errors.labels(route, backend, kind) for kind in FAILURE_KINDS
         }
+
+    def count_fallback(self, route: str, source: str) -> None:
+        """A request of `route` replayed here after `source` failed."""
+        self._fallbacks.labels(route, source, self.backend).inc()
 
     def observe(self, method: str, status: int, seconds: float) -> None:
         child = self._by_status.get((method, status))
@@ -128,6 +138,24 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.shadow = Counter(
+            "gateway_shadow_requests",
+            "Shadow copies, by result: match, mismatch, error, dropped.",
+            ["route", "result"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "gateway_fallbacks",
+            "Requests replayed on the fallback backend after the first one failed.",
+            ["route", "from", "to"],
+            registry=r,
+        )
+        self.rollbacks = Counter(
+            "gateway_rollbacks",
+            "Automatic rollbacks: the route was flipped to its fallback.",
+            ["route"],
+            registry=r,
+        )
         for result in ("success", "failure"):
             self.reloads.labels(result)  # both series exist from the start
         self.last_reload_success = Gauge(
@@ -143,6 +171,9 @@ class Metrics:
 
     def set_weights_source(self, weights: Weights) -> None:
         self._weights = weights
+
+    def shadow_children(self, route: str) -> dict[str, Counter]:
+        return {result: self.shadow.labels(route, result) for result in SHADOW_RESULTS}
 
     def for_route(self, route: str, backend: str) -> RouteMetrics:
         return RouteMetrics(self, route, backend)

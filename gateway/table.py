@@ -2,34 +2,69 @@
 
 `build_table()` turns a validated `GatewayConfig` plus running backends into a
 `RouteTable`: the segment trie, and for every route everything the request
-path needs, computed once (the backend object, the response headers as
-bytes, the metric label children). The gateway publishes a table by one
-attribute assignment; a request reads it once and keeps it to the end.
+path needs, computed once: the backend objects of each side (primary, canary,
+fallback) with their response headers as bytes and their metric label
+children, the canary split, the shadow comparator and the rollback watch. The
+gateway publishes a table by one attribute assignment; a request reads it once
+and keeps it to the end.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gateway.backends import Backend
+from gateway.canary import CanarySplit
 from gateway.config import DEFAULT_ROUTE_ID, GatewayConfig, RouteSpec
 from gateway.matching import Router, parse_template
 from gateway.metrics import Metrics, RouteMetrics
+from gateway.policy import RollbackSpec
+from gateway.rollback import RollbackWatch
+from gateway.shadow import Shadower, ShadowStats
 from gateway.types import Headers
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class Route:
-    """A route ready to serve: its backend resolved, its headers and metrics prepared."""
+class Target:
+    """One backend as a route uses it."""
 
-    id: str
-    backend_name: str
+    name: str
     backend: Backend
     response_headers: Headers
     metrics: RouteMetrics | None
     timeout: float | None  # for in-process backends; remote ones time out in the client
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Route:
+    """A route ready to serve."""
+
+    id: str
+    primary: Target
+    canary: CanarySplit | None = None
+    canary_target: Target | None = None
+    fallback: Target | None = None
+    shadower: Shadower | None = None
+    rollback: RollbackWatch | None = None
     spec: RouteSpec | None = None
+
+    def weights(self) -> list[tuple[str, float]]:
+        if self.canary is None or self.canary_target is None:
+            return [(self.primary.name, 1.0)]
+        share = min(1.0, max(0.0, self.canary.fraction))
+        return [(self.primary.name, 1.0 - share), (self.canary_target.name, share)]
+
+
+class PolicyState(Protocol):
+    """What outlives a table: shadow results and rollback windows (the gateway keeps them)."""
+
+    def shadow_stats(self, route_id: str) -> ShadowStats: ...
+
+    def rollback_watch(
+        self, route_id: str, backend: str, fallback: str, spec: RollbackSpec
+    ) -> RollbackWatch: ...
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -47,10 +82,8 @@ class RouteTable:
 
     def weights(self) -> list[tuple[str, str, float]]:
         """(route, backend, share of traffic) for every route the table serves."""
-        shares = [(r.id, r.backend_name, 1.0) for r in self.routes]
-        if self.default is not None:
-            shares.append((DEFAULT_ROUTE_ID, self.default.backend_name, 1.0))
-        return shares
+        every = [*self.routes, *([self.default] if self.default else [])]
+        return [(r.id, name, share) for r in every for name, share in r.weights()]
 
 
 def build_table(
@@ -58,32 +91,64 @@ def build_table(
     backends: dict[str, Backend],
     metrics: Metrics | None,
     route_headers: bool = True,
+    state: PolicyState | None = None,
 ) -> RouteTable:
-    def prepare(route_id: str, backend_name: str, spec: RouteSpec | None) -> Route:
-        backend = backends[backend_name]
+    def target(route_id: str, name: str) -> Target:
+        backend = backends[name]
         # The spec by *name*: two names may share one running in-process app.
-        backend_spec = config.backend(backend_name)
+        spec = config.backend(name)
         headers: Headers = []
         if route_headers:
             headers = [
                 (b"x-gateway-route", route_id.encode()),
-                (b"x-gateway-backend", backend_name.encode()),
+                (b"x-gateway-backend", name.encode()),
             ]
-        return Route(
-            id=route_id,
-            backend_name=backend_name,
+        return Target(
+            name=name,
             backend=backend,
             response_headers=headers,
-            metrics=metrics.for_route(route_id, backend_name) if metrics else None,
-            timeout=backend_spec.timeout if backend_spec.kind != "url" else None,
-            spec=spec,
+            metrics=metrics.for_route(route_id, name) if metrics else None,
+            timeout=spec.timeout if spec.kind != "url" else None,
+        )
+
+    def route(spec: RouteSpec) -> Route:
+        canary = shadower = watch = None
+        canary_target = fallback = None
+        if spec.canary is not None:
+            canary = CanarySplit(spec.id, spec.canary)
+            canary_target = target(spec.id, spec.canary.backend)
+        if spec.fallback is not None:
+            fallback = target(spec.id, spec.fallback)
+            if spec.rollback is not None and state is not None:
+                watch = state.rollback_watch(spec.id, spec.backend, spec.fallback, spec.rollback)
+        if spec.shadow is not None and state is not None:
+            shadower = Shadower(
+                spec.id,
+                spec.shadow,
+                backends[spec.shadow.backend],
+                spec.shadow.backend,
+                state.shadow_stats(spec.id),
+                metrics.shadow_children(spec.id) if metrics else None,
+                spec.unsafe,
+            )
+        return Route(
+            spec.id,
+            target(spec.id, spec.backend),
+            canary,
+            canary_target,
+            fallback,
+            shadower,
+            watch,
+            spec,
         )
 
     router: Router[Route] = Router()
     routes = []
     for spec in config.routes:
-        route = prepare(spec.id, spec.backend, spec)
-        router.add(parse_template(spec.path), spec.methods, route)
-        routes.append(route)
-    default = prepare(DEFAULT_ROUTE_ID, config.default, None) if config.default else None
+        compiled = route(spec)
+        router.add(parse_template(spec.path), spec.methods, compiled)
+        routes.append(compiled)
+    default = None
+    if config.default:
+        default = Route(DEFAULT_ROUTE_ID, target(DEFAULT_ROUTE_ID, config.default))
     return RouteTable(config, router, tuple(routes), default, dict(backends))

@@ -66,6 +66,7 @@ def _strip_hop_by_hop(headers: Headers) -> Headers:
 
 class HTTPBackend:
     supports_websocket = False
+    active = 0
 
     def __init__(self, spec: BackendSpec, client: httpx.AsyncClient) -> None:
         self.spec = spec

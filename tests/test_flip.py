@@ -168,12 +168,19 @@ def test_put_route_persists_and_applies_at_once(routes: Path) -> None:
             422,
             "unknown backend 'newer'; use one of: legacy, new",
         ),
-        ("/-/routes/books.get", {"backend": 3}, 400, 'the body must be {"backend": "<name>"}'),
+        (
+            "/-/routes/books.get",
+            {"backend": 3},
+            400,
+            'the body must be {"backend": "<name>"} or {"canary": {"percent": <0-100>}} '
+            '(with "backend" in canary to add one)',
+        ),
         (
             "/-/routes/books.get",
             {"backend": "new", "x": 1},
             400,
-            'the body must be {"backend": "<name>"}',
+            'the body must be {"backend": "<name>"} or {"canary": {"percent": <0-100>}} '
+            '(with "backend" in canary to add one)',
         ),
     ],
 )

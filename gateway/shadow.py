@@ -1,0 +1,309 @@
+"""Shadow traffic: replay a request on the other side in the background and compare.
+
+The client always gets the primary's response, unchanged and undelayed: the
+copy is sent only once the primary has answered, as a background task with its
+own timeout, and at most `MAX_IN_FLIGHT` copies run at once per process
+(excess copies are dropped and counted). What is compared: the status code,
+the media type, and the body (JSON structurally, minus the ignored paths;
+anything else byte for byte). With `calibrate`, the primary is asked a second
+time as well, and whatever differs between its two answers is noise that is
+ignored automatically.
+
+Bodies are the one place the gateway buffers: both sides' bodies are kept up
+to `BODY_CAP` bytes for the comparison; a larger exchange is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import difflib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.policy import JsonPath, ShadowSpec
+from gateway.types import ASGIApp, Headers, Message, Scope
+
+log = logging.getLogger("gateway.shadow")
+
+BODY_CAP = 1024 * 1024
+MAX_IN_FLIGHT = 64
+KEEP_MISMATCHES = 20
+RESULTS = ("match", "mismatch", "error", "dropped")
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_MISSING = object()
+
+
+@dataclass(slots=True)
+class Captured:
+    """A response as a backend gave it (body capped)."""
+
+    status: int = 0
+    headers: Headers = field(default_factory=list)
+    body: bytearray = field(default_factory=bytearray)
+    overflow: bool = False
+
+    @property
+    def media_type(self) -> str:
+        for name, value in self.headers:
+            if name == b"content-type":
+                return value.decode("latin-1").split(";")[0].strip().lower()
+        return ""
+
+    def add(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.headers = list(message.get("headers", ()))
+        elif message["type"] == "http.response.body" and not self.overflow:
+            self.body += message.get("body", b"")
+            if len(self.body) > BODY_CAP:
+                self.overflow = True
+                self.body.clear()
+
+
+class ShadowStats:
+    """Counts and the last mismatches of one route (kept across table swaps)."""
+
+    def __init__(self) -> None:
+        self.counts = dict.fromkeys(RESULTS, 0)
+        self.mismatches: collections.deque[dict[str, Any]] = collections.deque(
+            maxlen=KEEP_MISMATCHES
+        )
+
+
+# --- comparison --------------------------------------------------------------
+
+
+def _parse_json(captured: Captured) -> Any:
+    if "json" not in captured.media_type:
+        return _MISSING
+    try:
+        return json.loads(captured.body)
+    except ValueError:
+        return _MISSING
+
+
+def _render(path: tuple[str | int, ...]) -> str:
+    return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+
+
+def _ignored(path: tuple[str | int, ...], ignore: tuple[JsonPath, ...]) -> bool:
+    for pattern in ignore:
+        if len(pattern) <= len(path) and all(
+            want == "*" or want == got for want, got in zip(pattern, path, strict=False)
+        ):
+            return True
+    return False
+
+
+def json_differences(
+    a: Any, b: Any, ignore: tuple[JsonPath, ...] = (), path: tuple[str | int, ...] = ()
+) -> list[tuple[tuple[str | int, ...], Any, Any]]:
+    """(path, left, right) for every leaf that differs; _MISSING marks an absent side."""
+    if _ignored(path, ignore):
+        return []
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in [*a, *(k for k in b if k not in a)]:
+            out += json_differences(
+                a.get(key, _MISSING), b.get(key, _MISSING), ignore, (*path, key)
+            )
+        return out
+    if isinstance(a, list) and isinstance(b, list):
+        out = []
+        for i in range(max(len(a), len(b))):
+            left = a[i] if i < len(a) else _MISSING
+            right = b[i] if i < len(b) else _MISSING
+            out += json_differences(left, right, ignore, (*path, i))
+        return out
+    if a == b and type(a) is type(b):
+        return []
+    return [(path, a, b)]
+
+
+def _show(value: Any) -> str:
+    return "(missing)" if value is _MISSING else json.dumps(value, ensure_ascii=False)
+
+
+def compare(
+    primary: Captured,
+    shadow: Captured,
+    ignore: tuple[JsonPath, ...],
+    primary_name: str,
+    shadow_name: str,
+) -> list[str]:
+    """Readable differences, empty when the two answers are the same."""
+    out = []
+    if primary.status != shadow.status:
+        out.append(f"status: {primary_name} {primary.status}, {shadow_name} {shadow.status}")
+    if primary.media_type != shadow.media_type:
+        out.append(
+            f"content-type: {primary_name} {primary.media_type or '(none)'!r}, "
+            f"{shadow_name} {shadow.media_type or '(none)'!r}"
+        )
+    left, right = _parse_json(primary), _parse_json(shadow)
+    if left is not _MISSING and right is not _MISSING:
+        for path, a, b in json_differences(left, right, ignore):
+            out.append(f"{_render(path)}: {primary_name} {_show(a)}, {shadow_name} {_show(b)}")
+    elif bytes(primary.body) != bytes(shadow.body):
+        text_a = primary.body.decode("utf-8", "replace").splitlines()
+        text_b = shadow.body.decode("utf-8", "replace").splitlines()
+        diff = difflib.unified_diff(text_a, text_b, primary_name, shadow_name, lineterm="", n=1)
+        out.append("body differs:\n" + "\n".join(list(diff)[:40]))
+    return out
+
+
+def noise_paths(first: Captured, second: Captured) -> tuple[JsonPath, ...]:
+    """JSON paths whose values differ between two answers of the same backend."""
+    left, right = _parse_json(first), _parse_json(second)
+    if left is _MISSING or right is _MISSING:
+        return ()
+    return tuple(path for path, _, _ in json_differences(left, right))
+
+
+# --- running the copy ----------------------------------------------------------
+
+
+async def call(app: ASGIApp, scope: Scope, body: bytes, timeout: float) -> Captured:
+    """Send a recorded request to an ASGI app (any backend) and capture its answer."""
+    captured = Captured()
+    done = asyncio.Event()
+    sent_body = False
+
+    async def receive() -> Message:
+        nonlocal sent_body
+        if not sent_body:
+            sent_body = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await done.wait()  # no disconnect until the answer is complete
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        captured.add(message)
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            done.set()
+
+    try:
+        await asyncio.wait_for(app(dict(scope), receive, send), timeout)
+    finally:
+        done.set()
+    return captured
+
+
+class Shadower:
+    """The shadow policy of one route, bound to its running backends."""
+
+    def __init__(
+        self,
+        route_id: str,
+        spec: ShadowSpec,
+        shadow: ASGIApp,
+        shadow_name: str,
+        stats: ShadowStats,
+        count: Any,
+        unsafe: bool,
+    ) -> None:
+        self.route_id = route_id
+        self.spec = spec
+        self.backend = shadow
+        self.backend_name = shadow_name
+        self.stats = stats
+        self._count = count  # label children by result, or None with metrics off
+        self.fraction = spec.percent / 100.0
+        self.unsafe = unsafe
+
+    def wants(self, method: str, chance: float) -> bool:
+        return (self.unsafe or method in SAFE_METHODS) and chance < self.fraction
+
+    def result(self, result: str) -> None:
+        self.stats.counts[result] += 1
+        if self._count is not None:
+            self._count[result].inc()
+
+
+class ShadowRunner:
+    """Runs shadow copies in the background for one gateway process."""
+
+    def __init__(self, max_in_flight: int = MAX_IN_FLIGHT) -> None:
+        self.max_in_flight = max_in_flight
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(
+        self,
+        shadower: Shadower,
+        primary_app: ASGIApp,
+        primary_name: str,
+        scope: Scope,
+        body: bytes | None,
+        primary: Captured,
+    ) -> None:
+        if body is None or primary.overflow or len(self._tasks) >= self.max_in_flight:
+            shadower.result("dropped")
+            return
+        task = asyncio.create_task(
+            self._run(shadower, primary_app, primary_name, scope, body, primary)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(
+        self,
+        shadower: Shadower,
+        primary_app: ASGIApp,
+        primary_name: str,
+        scope: Scope,
+        body: bytes,
+        primary: Captured,
+    ) -> None:
+        spec = shadower.spec
+        copy = dict(scope)
+        copy["headers"] = [*scope["headers"], (b"x-gateway-shadow", b"1")]
+        try:
+            calls = [call(shadower.backend, copy, body, spec.timeout)]
+            if spec.calibrate:
+                calls.append(call(primary_app, copy, body, spec.timeout))
+            answers = await asyncio.gather(*calls)
+        except Exception as exc:  # a timeout included: the shadow never affects the client
+            shadower.result("error")
+            log.debug("shadow failed: route=%s error=%r", shadower.route_id, exc)
+            return
+        shadow = answers[0]
+        if shadow.overflow:
+            shadower.result("dropped")
+            return
+        ignore = spec.ignore
+        if spec.calibrate:
+            ignore = ignore + noise_paths(primary, answers[1])
+        differences = compare(primary, shadow, ignore, primary_name, shadower.backend_name)
+        if not differences:
+            shadower.result("match")
+            return
+        shadower.result("mismatch")
+        request = f"{scope['method']} {scope['path']}"
+        if scope.get("query_string"):
+            request += "?" + scope["query_string"].decode("latin-1")
+        shadower.stats.mismatches.append(
+            {
+                "at": time.time(),
+                "request": request,
+                "request_id": _request_id(scope),
+                "primary": {"backend": primary_name, "status": primary.status},
+                "shadow": {"backend": shadower.backend_name, "status": shadow.status},
+                "differences": differences,
+            }
+        )
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            return bytes(value).decode("latin-1")
+    return ""
