@@ -29,7 +29,7 @@ from urllib.parse import parse_qs
 from gateway.config import ConfigError, RouteSpec
 from gateway.dispatch import send_json
 from gateway.editing import EditError, flip, set_canary
-from gateway.types import Receive, Scope, Send
+from gateway.types import Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -50,6 +50,21 @@ class Admin:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         """`path` is the normalised request path with the prefix's bare form removed."""
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self._handle(scope, receive, tracking_send, path)
+        except Exception as exc:  # the admin API answers JSON, whatever went wrong
+            log.error("admin request failed: %s %s: %r", scope.get("method"), path, exc)
+            if not started and scope["type"] == "http":
+                await send_json(send, 500, {"error": f"internal error: {type(exc).__name__}"})
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         if scope["type"] != "http":
             await send({"type": "websocket.close", "code": 1008})
             return

@@ -56,7 +56,7 @@ def flip(
         _known_backend(current, backend)
         if route_id is not None:
             _known_route(current, route_id)
-        edits: list[tuple[yaml.Node, str]] = []
+        edits: list[tuple[yaml.Node, str | float]] = []
         changed: list[str] = []
         for rid, node in routes.items():
             if route_id is not None and rid != route_id:
@@ -74,6 +74,7 @@ def set_canary(
     path: str | Path, route_id: str, percent: float, backend: str | None = None
 ) -> EditResult:
     """Set the canary share of a route; adds `canary:` to a route without one (needs backend)."""
+    percent = float(percent)
     if not 0 <= percent <= 100:
         raise EditError(f"percent must be from 0 to 100 (got {percent:g})", status=422)
     text = f"{percent:g}"
@@ -90,7 +91,7 @@ def set_canary(
             canary = _field(node, "canary")
             if not isinstance(canary, yaml.MappingNode):  # unreachable for a valid file
                 raise EditError(f"route {route_id!r}: 'canary' is not a mapping", status=409)
-            return [(_field(canary, "percent"), text)], [], [route_id]
+            return [(_field(canary, "percent"), percent)], [], [route_id]
         if backend is None:
             raise EditError(
                 f"route {route_id!r} has no canary yet; name its backend (--backend)", status=422
@@ -107,7 +108,7 @@ def set_canary(
     return _edit(path, edit)
 
 
-Edit = tuple[list[tuple[yaml.Node, str]], list[tuple[yaml.MappingNode, str]], list[str]]
+Edit = tuple[list[tuple[yaml.Node, str | float]], list[tuple[yaml.MappingNode, str]], list[str]]
 
 
 def _edit(
@@ -166,7 +167,7 @@ def _route_nodes(data: bytes) -> dict[str, yaml.MappingNode]:
 
 def _splice(
     data: bytes,
-    replacements: list[tuple[yaml.Node, str]],
+    replacements: list[tuple[yaml.Node, str | float]],
     additions: list[tuple[yaml.MappingNode, str]],
 ) -> bytes:
     """Replace scalars in place, and add `key: value` lines at the end of block mappings."""
@@ -187,8 +188,10 @@ def _splice(
     return text.encode("utf-8")
 
 
-def _scalar(value: str, old: str) -> str:
+def _scalar(value: str | float, old: str) -> str:
     """Write `value` the way the old scalar was written (plain, 'single' or "double")."""
+    if isinstance(value, float):
+        return f"{value:g}"
     if old.startswith("'") and "'" not in value:
         return f"'{value}'"
     if old.startswith('"') or not _PLAIN.match(value):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -60,6 +61,19 @@ async def status(request: Request) -> PlainTextResponse:
     return PlainTextResponse("status", status_code=int(request.path_params["code"]))
 
 
+BOOK = {"id": 1, "title": "Dune", "author": "Frank Herbert", "price": 10}
+calls: dict[str, int] = {"asgi.book": 0, "wsgi.book": 0}
+
+
+async def book(request: Request) -> JSONResponse:
+    """The new side's answer: a seeded difference in `price`, a fresh `updated_at`."""
+    calls["asgi.book"] += 1
+    delay = float(request.query_params.get("delay", "0"))
+    if delay:
+        await asyncio.sleep(delay)
+    return JSONResponse({**BOOK, "price": 12, "updated_at": time.time()})
+
+
 async def ws_echo(websocket: WebSocket) -> None:
     await websocket.accept()
     text = await websocket.receive_text()
@@ -77,6 +91,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[dict[str, str]]:
 asgi = Starlette(
     routes=[
         Route("/fail", fail),
+        Route("/book", book, methods=["GET", "POST", "PUT"]),
         Route("/hang", hang),
         Route("/remote-hang", hang),
         Route("/stream", slow_stream),
@@ -90,9 +105,15 @@ asgi = Starlette(
 
 
 def wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-    """A plain WSGI app: echoes what it saw, or raises on /raise."""
+    """A plain WSGI app: echoes what it saw, or raises on /raise; /book is the legacy book."""
     if environ["PATH_INFO"] == "/raise":
         raise ValueError("legacy exploded")
+    if environ["PATH_INFO"] == "/book":
+        calls["wsgi.book"] += 1
+        noise = {"served_at": time.time()} if "noise" in environ.get("QUERY_STRING", "") else {}
+        body = json.dumps({**BOOK, "updated_at": time.time(), **noise}).encode()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [body]
     length = int(environ.get("CONTENT_LENGTH") or 0)
     body = environ["wsgi.input"].read(length) if length else b""
     payload = json.dumps(
