@@ -12,18 +12,46 @@ from gateway.types import Message, Receive, Scope
 BODY_CAP = 1024 * 1024
 
 
+def has_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+            return True
+    return False
+
+
 class BodyRecorder:
-    __slots__ = ("_receive", "chunks", "complete", "overflow", "size")
+    __slots__ = ("_receive", "_unread", "chunks", "complete", "overflow", "size")
 
     def __init__(self, receive: Receive) -> None:
         self._receive = receive
+        self._unread: list[Message] = []  # preloaded, not yet given to the backend
         self.chunks: list[bytes] = []
         self.size = 0
         self.complete = False
         self.overflow = False
 
     async def receive(self) -> Message:
+        """The backend's `receive`: what was preloaded first, then the client's stream."""
+        if self._unread:
+            return self._unread.pop(0)
         message = await self._receive()
+        self._record(message)
+        return message
+
+    async def preload(self) -> None:
+        """Read the body now, up to the cap, so it is known even if the backend never reads it.
+
+        A shadow copy needs the whole body, but a backend may answer without reading
+        it, and once the response is complete the server reports a disconnect instead.
+        """
+        while not self.complete and not self.overflow:
+            message = await self._receive()
+            self._record(message)
+            self._unread.append(message)
+            if message["type"] != "http.request":
+                return
+
+    def _record(self, message: Message) -> None:
         if message["type"] == "http.request":
             if not self.overflow:
                 chunk = message.get("body", b"")
@@ -35,7 +63,6 @@ class BodyRecorder:
                     self.chunks.append(chunk)
             if not message.get("more_body", False):
                 self.complete = True
-        return message
 
     def body(self, scope: Scope) -> bytes | None:
         """The whole body if it is known (read, or absent by its headers), else None."""
@@ -43,15 +70,13 @@ class BodyRecorder:
             return None
         if self.complete:
             return b"".join(self.chunks)
-        for name, value in scope["headers"]:
-            if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
-                return None
-        return b""
+        return None if has_body(scope) else b""
 
     def replay(self) -> Receive | None:
         """A `receive` that plays the body again (then reads on), or None if it cannot."""
         if self.overflow:
             return None
+        self._unread.clear()  # every preloaded chunk is in self.chunks too
         pending = list(self.chunks)
         started = False
 

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from gateway.bodies import BodyRecorder
+from gateway.bodies import BodyRecorder, has_body
 from gateway.errors import BackendFailure
 from gateway.shadow import Captured, ShadowRunner
 from gateway.table import Route, Target
@@ -149,6 +149,8 @@ async def serve(
     ):
         shadower = None
     recorder = BodyRecorder(receive) if fallback is not None or shadower is not None else None
+    if shadower is not None and recorder is not None and has_body(scope):
+        await recorder.preload()
     capture = Captured() if shadower is not None else None
     exchange, failure = await _attempt(
         target, scope, recorder.receive if recorder else receive, send, rid, capture

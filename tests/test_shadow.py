@@ -1,0 +1,214 @@
+"""Shadow traffic: compared in the background, never in the client's way."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from gateway.app import Gateway
+from gateway.cli import main
+from gateway.policy import parse_json_path
+from gateway.settings import Settings
+from gateway.shadow import Captured, compare, json_differences
+from tests import apps
+from tests.harness import TEST_BACKENDS, ThreadServer, gateway_client, write_routes
+
+
+def table(shadow: str, extra: str = "") -> str:
+    return (
+        "version: 1\n"
+        + TEST_BACKENDS
+        + f"""\
+default: legacy
+routes:
+  - id: book
+    path: /book
+    backend: legacy
+    shadow: {shadow}
+{extra}"""
+    )
+
+
+def wait_for_counts(
+    client: TestClient, route: str, total: int, seconds: float = 5
+) -> dict[str, int]:
+    deadline = time.monotonic() + seconds
+    while True:
+        report = client.get("/-/shadow").json()["routes"].get(route)
+        counts: dict[str, int] = report["counts"] if report else {}
+        if sum(counts.values()) >= total or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.02)
+
+
+def test_seeded_difference_is_a_mismatch_and_ignored_field_is_not(tmp_path: Path) -> None:
+    path = write_routes(tmp_path, table('{backend: new, ignore: ["$.updated_at"]}'))
+    with gateway_client(path) as client:
+        r = client.get("/book")
+        assert r.status_code == 200
+        assert r.headers["x-gateway-backend"] == "legacy"
+        assert r.json()["price"] == 10  # the client got the primary's answer, unchanged
+        counts = wait_for_counts(client, "book", 1)
+        report = client.get("/-/shadow?route=book").json()["routes"]["book"]
+        metrics = client.get("/metrics").text
+    assert counts == {"match": 0, "mismatch": 1, "error": 0, "dropped": 0}
+    [mismatch] = report["mismatches"]
+    assert mismatch["request"] == "GET /book"
+    assert mismatch["request_id"] == r.headers["x-request-id"]
+    assert mismatch["primary"] == {"backend": "legacy", "status": 200}
+    assert mismatch["shadow"] == {"backend": "new", "status": 200}
+    # Only the seeded difference: updated_at differs too, but it is ignored.
+    assert mismatch["differences"] == ["$.price: legacy 10, new 12"]
+    assert 'gateway_shadow_requests_total{result="mismatch",route="book"} 1.0' in metrics
+
+
+def test_calibration_ignores_what_differs_between_two_primary_answers(tmp_path: Path) -> None:
+    # No ignore list: updated_at differs on every answer of either side, so
+    # calibration (asking the primary twice) finds it is noise; price is real.
+    path = write_routes(tmp_path, table("{backend: new, calibrate: true}"))
+    with gateway_client(path) as client:
+        client.get("/book")
+        wait_for_counts(client, "book", 1)
+        report = client.get("/-/shadow").json()["routes"]["book"]
+    assert report["counts"]["mismatch"] == 1
+    assert report["mismatches"][0]["differences"] == ["$.price: legacy 10, new 12"]
+
+
+def test_without_calibration_noise_is_a_difference(tmp_path: Path) -> None:
+    path = write_routes(tmp_path, table("{backend: new}"))
+    with gateway_client(path) as client:
+        client.get("/book")
+        wait_for_counts(client, "book", 1)
+        differences = client.get("/-/shadow").json()["routes"]["book"]["mismatches"][0][
+            "differences"
+        ]
+    assert differences[0] == "$.price: legacy 10, new 12"
+    assert differences[1].startswith("$.updated_at: legacy ")
+
+
+def test_a_hanging_shadow_never_delays_the_primary(tmp_path: Path) -> None:
+    path = write_routes(
+        tmp_path,
+        "version: 1\n"
+        + TEST_BACKENDS
+        + "routes:\n  - id: hang\n    path: /hang\n    backend: legacy\n"
+        + "    shadow: {backend: new, timeout: 0.5}\n",
+    )
+    with gateway_client(path) as client:
+        started = time.monotonic()
+        for _ in range(5):
+            r = client.get("/hang")  # the legacy (WSGI) app echoes at once
+            assert r.status_code == 200
+            assert r.json()["app"] == "wsgi"
+        elapsed = time.monotonic() - started
+        counts = wait_for_counts(client, "hang", 5)
+    # The shadow (the ASGI app's /hang sleeps for an hour) timed out in the background:
+    # five primary answers came back before even one shadow timeout could pass.
+    assert elapsed < 0.5
+    assert counts == {"match": 0, "mismatch": 0, "error": 5, "dropped": 0}
+
+
+def test_only_safe_methods_are_shadowed_unless_unsafe(tmp_path: Path) -> None:
+    path = write_routes(tmp_path, table("{backend: new}"))
+    with gateway_client(path) as client:
+        apps.calls["asgi.book"] = 0
+        assert client.post("/book", content=b"{}").status_code == 200
+        assert client.put("/book", content=b"{}").status_code == 200
+        time.sleep(0.2)
+        assert apps.calls["asgi.book"] == 0  # both sides share a database: no double write
+        assert client.get("/book").status_code == 200
+        wait_for_counts(client, "book", 1)
+        assert apps.calls["asgi.book"] == 1
+    unsafe = write_routes(tmp_path, table("{backend: new}", "    unsafe: true\n"))
+    with gateway_client(unsafe) as client:
+        apps.calls["asgi.book"] = 0
+        assert client.post("/book", content=b"{}").status_code == 200
+        wait_for_counts(client, "book", 1)
+        assert apps.calls["asgi.book"] == 1
+
+
+def test_percent_samples_the_copies(tmp_path: Path) -> None:
+    path = write_routes(tmp_path, table("{backend: new, percent: 0}"))
+    with gateway_client(path) as client:
+        apps.calls["asgi.book"] = 0
+        for _ in range(20):
+            client.get("/book")
+        time.sleep(0.2)
+    assert apps.calls["asgi.book"] == 0
+
+
+def test_excess_copies_are_dropped_and_counted(tmp_path: Path) -> None:
+    path = write_routes(
+        tmp_path, table("{backend: new, timeout: 2}").replace("    path: /book", "    path: /hang")
+    )
+    app = Gateway(Settings(config=str(path)))
+    with TestClient(app, client=("127.0.0.1", 1)) as client:
+        assert app.shadows is not None
+        app.shadows.max_in_flight = 2
+        for _ in range(5):
+            client.get("/hang")
+        counts = client.get("/-/shadow").json()["routes"]["book"]["counts"]
+    assert counts["dropped"] == 3
+
+
+def test_diff_command_prints_the_mismatches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_routes(tmp_path, table('{backend: new, ignore: ["$.updated_at"]}'))
+    with ThreadServer(Gateway(Settings(config=str(path)))) as server:
+        httpx.get(server.url + "/book")
+        deadline = time.monotonic() + 5
+        while "mismatch" not in httpx.get(server.url + "/-/shadow").text:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert main(["diff", "book", "--url", server.url]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "book: match 0, mismatch 1, error 0, dropped 0"
+    assert out[2].endswith("GET /book  request_id=" + out[2].split("request_id=")[1])
+    assert out[3] == "  legacy 200  vs  new 200"
+    assert out[4] == "  $.price: legacy 10, new 12"
+
+
+def test_comparison_rules() -> None:
+    def captured(status: int, ctype: str, body: bytes) -> Captured:
+        return Captured(status, [(b"content-type", ctype.encode())], bytearray(body))
+
+    same = compare(
+        captured(200, "application/json", b'{"a": 1, "b": [1, 2]}'),
+        captured(200, "application/json; charset=utf-8", b'{"b":[1,2],"a":1}'),
+        (),
+        "legacy",
+        "new",
+    )
+    assert same == []  # key order, spacing and charset parameter do not matter
+    assert compare(
+        captured(200, "application/json", b'{"a": 1}'),
+        captured(404, "text/html", b"<p>no</p>"),
+        (),
+        "legacy",
+        "new",
+    )[:2] == [
+        "status: legacy 200, new 404",
+        "content-type: legacy 'application/json', new 'text/html'",
+    ]
+    assert (
+        json_differences(
+            {"items": [{"id": 1, "t": 1}, {"id": 2, "t": 2}]},
+            {"items": [{"id": 1, "t": 9}, {"id": 2, "t": 8}]},
+            (parse_json_path("$.items[*].t"),),
+        )
+        == []
+    )
+    assert json_differences({"a": 1}, {"a": 1.0}) != []  # 1 and 1.0 are different JSON
+    text = compare(
+        captured(200, "text/plain", b"a\nb\n"),
+        captured(200, "text/plain", b"a\nc\n"),
+        (),
+        "legacy",
+        "new",
+    )
+    assert text[0].startswith("body differs:\n--- legacy\n+++ new")
