@@ -140,7 +140,9 @@ async def serve(
         )
         return
     method = scope["method"]
-    fallback = route.fallback if method in IDEMPOTENT and route.fallback is not target else None
+    fallback = route.fallback
+    if fallback is not None and (method not in IDEMPOTENT or fallback.name == target.name):
+        fallback = None
     shadower = route.shadower
     if shadower is not None and (
         target is not route.primary

@@ -113,11 +113,6 @@ class PolicyChecker:
                 node, f"{self.what}: {key}: unknown backend {name!r}; {_hint(name, self.names)}"
             )
             return None
-        if name == self.backend:
-            self.c.problem(
-                node, f"{self.what}: {key} is the route's own backend {name!r}; name the other side"
-            )
-            return None
         return name
 
     def number(

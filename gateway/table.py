@@ -114,14 +114,17 @@ def build_table(
     def route(spec: RouteSpec) -> Route:
         canary = shadower = watch = None
         canary_target = fallback = None
-        if spec.canary is not None:
+        # A policy naming the route's own backend (after a flip or a rollback, say)
+        # has nothing to do, and is valid: flips must not have to edit policies.
+        if spec.canary is not None and spec.canary.backend != spec.backend:
             canary = CanarySplit(spec.id, spec.canary)
             canary_target = target(spec.id, spec.canary.backend)
-        if spec.fallback is not None:
+        if spec.fallback is not None and spec.fallback != spec.backend:
             fallback = target(spec.id, spec.fallback)
             if spec.rollback is not None and state is not None:
                 watch = state.rollback_watch(spec.id, spec.backend, spec.fallback, spec.rollback)
-        if spec.shadow is not None and state is not None:
+        shadowed = spec.shadow is not None and spec.shadow.backend != spec.backend
+        if spec.shadow is not None and shadowed and state is not None:
             shadower = Shadower(
                 spec.id,
                 spec.shadow,

@@ -90,7 +90,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[dict[str, str]]:
 
 asgi = Starlette(
     routes=[
-        Route("/fail", fail),
+        Route("/fail", fail, methods=["GET", "HEAD", "POST", "PUT", "DELETE"]),
         Route("/book", book, methods=["GET", "POST", "PUT"]),
         Route("/hang", hang),
         Route("/remote-hang", hang),

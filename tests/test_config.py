@@ -239,3 +239,123 @@ def test_routes_command_prints_the_table(
         "books.get   *        /books/{book_id}  remote",
         "_default    *        (anything else)   legacy",
     ]
+
+
+POLICIES = """\
+version: 1
+backends:
+  legacy: {wsgi: "tests.apps:wsgi"}
+  new: {asgi: "tests.apps:asgi"}
+routes:
+  - id: books.get
+    path: /books/{book_id}
+    backend: legacy
+    canary: {backend: new, percent: 10, sticky: "header:X-User-Id"}
+    shadow: {backend: new, percent: 50, ignore: ["$.updated_at", "$.items[*].at"], calibrate: true}
+    unsafe: false
+    fallback: new
+    rollback: {error_ratio: 0.05, window: 60, min_requests: 20}
+"""
+
+
+def test_migration_policies_parse() -> None:
+    route = parse_config(POLICIES).route("books.get")
+    assert route.canary is not None and route.canary.percent == 10
+    assert str(route.canary.sticky) == "header:x-user-id"
+    assert route.shadow is not None
+    assert route.shadow.ignore == (("updated_at",), ("items", "*", "at"))
+    assert route.shadow.calibrate is True and route.shadow.percent == 50
+    assert route.fallback == "new"
+    assert route.rollback is not None and route.rollback.min_requests == 20
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "percent: 10,",
+            "percent: 101,",
+            "routes.yaml:9:37: route 'books.get': canary percent must be a number from 0 to 100 "
+            "(got 101)",
+        ),
+        (
+            "percent: 10,",
+            "percent: true,",
+            "routes.yaml:9:37: route 'books.get': canary percent must be a number from 0 to 100 "
+            "(got True)",
+        ),
+        (
+            'sticky: "header:X-User-Id"',
+            'sticky: "ip"',
+            "routes.yaml:9:49: route 'books.get': canary sticky must be 'header:NAME', "
+            "'cookie:NAME' or 'client_ip' (got 'ip')",
+        ),
+        (
+            "canary: {backend: new,",
+            "canary: {backend: neww,",
+            "routes.yaml:9:23: route 'books.get': canary: unknown backend 'neww'; "
+            "did you mean 'new'?",
+        ),
+        (
+            "canary: {backend: new, percent: 10,",
+            "canary: {backend: new,",
+            "routes.yaml:9:13: route 'books.get': 'canary' needs 'percent', e.g. "
+            "{backend: new, percent: 10}",
+        ),
+        (
+            '"$.updated_at"',
+            '"updated_at"',
+            "routes.yaml:10:50: route 'books.get': shadow ignore path 'updated_at': a JSON path "
+            "starts with '$', as in '$.updated_at'",
+        ),
+        (
+            "calibrate: true",
+            "calibrate: yes please",
+            "routes.yaml:10:95: route 'books.get': 'shadow': 'calibrate' must be true or false",
+        ),
+        (
+            "percent: 50,",
+            "percnt: 50,",
+            "routes.yaml:10:28: unknown key 'percnt' in route 'books.get': 'shadow'; "
+            "did you mean 'percent'?",
+        ),
+        (
+            "unsafe: false",
+            "unsafe: 1",
+            "routes.yaml:11:13: route 'books.get': 'unsafe' must be true or false",
+        ),
+        (
+            "fallback: new",
+            "fallback: old",
+            "routes.yaml:12:15: route 'books.get': fallback: unknown backend 'old'; "
+            "use one of: legacy, new",
+        ),
+        (
+            "error_ratio: 0.05",
+            "error_ratio: 0",
+            "routes.yaml:13:29: route 'books.get': rollback error_ratio must be a number above 0 "
+            "to 1 (got 0)",
+        ),
+        (
+            "min_requests: 20",
+            "min_requests: 2.5",
+            "routes.yaml:13:61: route 'books.get': rollback min_requests must be a whole number "
+            "of at least 1 (got 2.5)",
+        ),
+        (
+            "window: 60, ",
+            "",
+            "routes.yaml:13:15: route 'books.get': 'rollback' needs 'window', e.g. "
+            "{error_ratio: 0.05, window: 60, min_requests: 20}",
+        ),
+        (
+            "    fallback: new\n",
+            "",
+            "routes.yaml:12:5: route 'books.get': 'rollback' flips the route to its fallback, "
+            "so it needs 'fallback'",
+        ),
+    ],
+)
+def test_bad_policy_values_are_reported_with_positions(old: str, new: str, expected: str) -> None:
+    assert old in POLICIES
+    assert problems(POLICIES.replace(old, new, 1)) == [expected]

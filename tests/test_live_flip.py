@@ -30,6 +30,7 @@ class Sample:
     finished: float
     status: int  # 0: the request failed without an answer
     backend: str
+    error: str = ""
 
 
 @dataclass
@@ -69,15 +70,18 @@ async def load(url: str, stop: asyncio.Event, samples: list[Sample]) -> None:
                     r = await client.get("/books/1")
                     backend = r.headers.get("x-gateway-backend", "")
                     samples.append(Sample(started, time.monotonic(), r.status_code, backend))
-                except httpx.HTTPError:
-                    samples.append(Sample(started, time.monotonic(), 0, ""))
+                except httpx.HTTPError as exc:
+                    samples.append(Sample(started, time.monotonic(), 0, "", repr(exc)))
 
         await asyncio.gather(*(one_client() for _ in range(CLIENTS)))
 
 
 def check(samples: list[Sample], flips: list[Flip], end: float, log: str = "") -> None:
     failed = [s for s in samples if s.status != 200]
-    assert not failed, f"{len(failed)} failed requests of {len(samples)}"
+    assert not failed, (
+        f"{len(failed)} failed requests of {len(samples)}, e.g. "
+        f"{[(s.status, s.error) for s in failed[:3]]}"
+    )
     assert len(samples) > 500
     for flip, following in zip(flips, [*flips[1:], None], strict=True):
         until = following.begun if following else end

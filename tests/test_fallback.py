@@ -1,0 +1,217 @@
+"""Fallback replay and automatic rollback."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.policy import RollbackSpec
+from gateway.rollback import RollbackWatch
+from tests.harness import TEST_BACKENDS, free_port, gateway_client, write_routes
+
+TABLE = (
+    "version: 1\n"
+    + TEST_BACKENDS
+    + f"""\
+  slow: {{asgi: "tests.apps:asgi", timeout: 0.2}}
+  down: {{url: "http://127.0.0.1:{free_port()}"}}
+default: legacy
+routes:
+  - id: fail
+    path: /fail
+    backend: new
+    fallback: legacy
+  - id: status
+    path: /status/{{code}}
+    backend: new
+    fallback: legacy
+  - id: hang
+    path: /hang
+    backend: slow
+    fallback: legacy
+  - id: down
+    path: /down
+    backend: down
+    fallback: legacy
+"""
+)
+
+
+@pytest.fixture
+def routes(tmp_path: Path) -> Path:
+    return write_routes(tmp_path, TABLE)
+
+
+@pytest.mark.parametrize(
+    ("path", "route", "source", "why"),
+    [
+        ("/fail", "fail", "new", "exception"),
+        ("/status/503", "status", "new", "status 503"),
+        ("/hang", "hang", "slow", "timeout"),
+        ("/down", "down", "down", "connect"),
+    ],
+)
+def test_failed_idempotent_request_is_replayed_once_on_the_fallback(
+    routes: Path, path: str, route: str, source: str, why: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with gateway_client(routes) as client:
+        r = client.get(path, headers={"X-Request-ID": "rid-7"})
+        metrics = client.get("/metrics").text
+    assert r.status_code == 200
+    assert r.json()["app"] == "wsgi"  # the legacy app answered
+    assert r.json()["request_id"] == "rid-7"
+    assert r.headers["x-gateway-backend"] == "legacy"
+    assert r.headers["x-gateway-route"] == route
+    assert f'gateway_fallbacks_total{{from="{source}",route="{route}",to="legacy"}} 1.0' in metrics
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "gateway.dispatch"]
+    assert lines == [
+        f"fallback: route={route} from={source} to=legacy request_id=rid-7 reason={why}"
+    ]
+
+
+def test_idempotent_body_is_replayed_intact(routes: Path) -> None:
+    with gateway_client(routes) as client:
+        r = client.put("/fail", content=b"x" * 100_000)
+    assert r.status_code == 200
+    assert r.json()["body"] == "x" * 100_000
+
+
+def test_non_idempotent_requests_are_not_replayed(routes: Path) -> None:
+    with gateway_client(routes) as client:
+        r = client.post("/fail", content=b"{}")
+        metrics = client.get("/metrics").text
+    assert r.status_code == 500
+    assert r.json()["kind"] == "exception"
+    assert r.headers["x-gateway-backend"] == "new"
+    assert "gateway_fallbacks_total{" not in metrics
+
+
+def test_a_route_without_fallback_answers_the_failure(tmp_path: Path) -> None:
+    no_fallback = TABLE.replace(
+        "    path: /fail\n    backend: new\n    fallback: legacy\n",
+        "    path: /fail\n    backend: new\n",
+    )
+    with gateway_client(write_routes(tmp_path, no_fallback)) as client:
+        r = client.get("/fail")
+    assert r.status_code == 500
+    assert r.json()["backend"] == "new"
+
+
+def test_when_the_fallback_fails_too_the_client_gets_that_answer(tmp_path: Path) -> None:
+    both_fail = TABLE.replace(
+        "    path: /fail\n    backend: new\n    fallback: legacy\n",
+        "    path: /fail\n    backend: new\n    fallback: down\n",
+    )
+    with gateway_client(write_routes(tmp_path, both_fail)) as client:
+        r = client.get("/fail")
+        metrics = client.get("/metrics").text
+    assert r.status_code == 502  # replayed once, on the fallback, which is down
+    assert r.json()["backend"] == "down"
+    assert 'gateway_fallbacks_total{from="new",route="fail",to="down"} 1.0' in metrics
+
+
+def test_primary_failures_still_count_against_the_primary(routes: Path) -> None:
+    with gateway_client(routes) as client:
+        client.get("/fail")
+        metrics = client.get("/metrics").text
+    assert (
+        'gateway_requests_total{backend="new",code="500",method="GET",route="fail"} 1.0' in metrics
+    )
+    assert (
+        'gateway_requests_total{backend="legacy",code="200",method="GET",route="fail"} 1.0'
+        in metrics
+    )
+    assert (
+        'gateway_backend_errors_total{backend="new",kind="exception",route="fail"} 1.0' in metrics
+    )
+
+
+# --- rollback --------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rollback_watch_needs_the_ratio_and_the_count_within_the_window() -> None:
+    trips: list[tuple[int, int]] = []
+    clock = Clock()
+    watch = RollbackWatch(
+        "r",
+        "new",
+        "legacy",
+        RollbackSpec(0.2, 10, 10),
+        lambda w, total, failed: trips.append((total, failed)),
+        clock,
+    )
+    for _ in range(8):
+        watch.record(False)
+    watch.record(True)
+    watch.record(True)  # 2 of 10 = 0.2: not above the ratio
+    assert trips == []
+    clock.now += 11  # the window moved on: the old answers are gone
+    for _ in range(3):
+        watch.record(True)  # 3 of 3 failed, but fewer than min_requests
+    assert trips == []
+    for _ in range(6):
+        watch.record(False)
+    watch.record(True)  # 4 of 10 failed
+    assert trips == [(10, 4)]
+    watch.record(True)
+    assert trips == [(10, 4)]  # trips once
+    assert watch.tripped
+
+
+def test_rollback_flips_the_failing_route_in_the_file_and_only_that_route(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    text = TABLE.replace(
+        "  - id: fail\n    path: /fail\n    backend: new\n    fallback: legacy\n",
+        "  - id: fail\n    path: /fail\n    backend: new\n    fallback: legacy\n"
+        "    rollback: {error_ratio: 0.5, window: 60, min_requests: 5}\n",
+    )
+    path = write_routes(tmp_path, text)
+    with gateway_client(path, watch_interval=5) as client:
+        for _ in range(2):
+            assert client.get("/new/ok").status_code == 200
+        answers = [client.get("/fail") for _ in range(5)]
+        assert {r.status_code for r in answers} == {200}  # fallback served every one
+        deadline = time.monotonic() + 5
+        while client.get("/-/routes").json()["routes"][0]["backend"] != "legacy":
+            assert time.monotonic() < deadline, "no rollback"
+            time.sleep(0.02)
+        assert client.get("/fail").headers["x-gateway-backend"] == "legacy"
+        assert client.get("/status/200").headers["x-gateway-backend"] == "new"
+        metrics = client.get("/metrics").text
+    on_disk = path.read_text()
+    assert on_disk == text.replace(
+        "  - id: fail\n    path: /fail\n    backend: new\n",
+        "  - id: fail\n    path: /fail\n    backend: legacy\n",
+    )
+    assert 'gateway_rollbacks_total{route="fail"} 1.0' in metrics
+    rollbacks = [r.getMessage() for r in caplog.records if "automatic rollback" in r.getMessage()]
+    assert rollbacks[0].startswith(
+        "automatic rollback: route=fail from=new to=legacy failed=5 of 5"
+    )
+
+
+def test_rollback_never_flips_back_by_itself(tmp_path: Path) -> None:
+    text = TABLE.replace(
+        "  - id: fail\n    path: /fail\n    backend: new\n    fallback: legacy\n",
+        "  - id: fail\n    path: /fail\n    backend: legacy\n    fallback: new\n"
+        "    rollback: {error_ratio: 0.5, window: 60, min_requests: 5}\n",
+    )
+    path = write_routes(tmp_path, text)
+    with gateway_client(path, watch_interval=5) as client:
+        for _ in range(10):
+            client.get("/fail")  # legacy echoes fine: nothing to roll back
+        time.sleep(0.2)
+    assert path.read_text() == text
