@@ -17,7 +17,10 @@ def scope(headers: list[tuple[bytes, bytes]], client: str = "10.0.0.1") -> dict[
     return {"type": "http", "headers": headers, "client": (client, 1234)}
 
 
-def split(percent: float, sticky: Sticky | None = Sticky("header", "x-user-id")) -> CanarySplit:
+BY_USER = Sticky("header", "x-user-id")
+
+
+def split(percent: float, sticky: Sticky | None = BY_USER) -> CanarySplit:
     return CanarySplit("books.get", CanarySpec("new", percent, sticky))
 
 
