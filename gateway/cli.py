@@ -18,10 +18,10 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from gateway.config import ConfigError, GatewayConfig, load_config
-from gateway.editing import EditError, flip, set_canary
+from gateway.editing import EditError, EditResult, flip, set_canary
 
 
 def _default_config() -> str:
@@ -93,6 +93,19 @@ def cmd_routes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _edit(config: str, change: Callable[[], EditResult]) -> EditResult | int:
+    """Run a file edit; on a refusal print why and return the exit code."""
+    try:
+        return change()
+    except ConfigError as exc:
+        return _report(exc, config)
+    except EditError as exc:
+        print(f"{config}: {exc}; nothing was changed", file=sys.stderr)
+    except OSError as exc:
+        print(f"{config}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+    return 1
+
+
 def cmd_flip(args: argparse.Namespace) -> int:
     if args.all:
         if args.backend is not None:
@@ -104,16 +117,9 @@ def cmd_flip(args: argparse.Namespace) -> int:
             print("usage: gateway flip ROUTE_ID BACKEND (or --all BACKEND)", file=sys.stderr)
             return 2
         route_id, backend = args.route_id, args.backend
-    try:
-        result = flip(args.config, route_id, backend)
-    except ConfigError as exc:
-        return _report(exc, args.config)
-    except EditError as exc:
-        print(f"{args.config}: {exc}; nothing was changed", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"{args.config}: cannot write: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+    result = _edit(args.config, lambda: flip(args.config, route_id, backend))
+    if isinstance(result, int):
+        return result
     if result.changed:
         print(f"{args.config}: {', '.join(result.changed)} -> {backend}")
     else:
@@ -128,16 +134,11 @@ def cmd_canary(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"gateway canary: percent must be a number, got {args.percent!r}", file=sys.stderr)
         return 2
-    try:
-        result = set_canary(args.config, args.route_id, percent, args.backend)
-    except ConfigError as exc:
-        return _report(exc, args.config)
-    except EditError as exc:
-        print(f"{args.config}: {exc}; nothing was changed", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"{args.config}: cannot write: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+    result = _edit(
+        args.config, lambda: set_canary(args.config, args.route_id, percent, args.backend)
+    )
+    if isinstance(result, int):
+        return result
     canary = result.config.route(args.route_id).canary
     if canary is None:  # unreachable: set_canary leaves a canary in place
         return 1
