@@ -1,0 +1,62 @@
+"""`gateway serve` as operators run it: refusing bad files, multiprocess metrics."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.harness import ROOT
+
+
+def test_serve_refuses_an_invalid_file_with_the_check_report(tmp_path: Path) -> None:
+    path = tmp_path / "routes.yaml"
+    path.write_text(
+        "version: 1\nbackends:\n  legacy: {wsgi: 'legacy_flask.app:app'}\n"
+        "default: legacy\nroutes:\n  - {id: a, path: /a, backend: nwe}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path), "--port", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"{path}:6:32: route 'a': unknown backend 'nwe'; use one of: legacy",
+        f"{path}: invalid; the gateway did not start",
+    ]
+    assert result.stdout == ""
+
+
+WORKER = """
+import os, sys
+from gateway.metrics import Metrics
+m = Metrics()
+m.for_route("r", "new").in_flight.inc()   # a request in flight when the worker dies
+m.for_route("r", "new").observe("GET", 200, 0.01)
+os._exit(0)
+"""
+
+SCRAPE = """
+from gateway.metrics import Metrics
+print(Metrics().render()[0].decode())
+"""
+
+
+def test_a_dead_workers_gauges_do_not_linger_but_its_counts_stay(tmp_path: Path) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", WORKER], env=env, check=True, timeout=60)
+    text = subprocess.run(
+        [sys.executable, "-c", SCRAPE],
+        env=env,
+        check=True,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert 'gateway_requests_in_flight{backend="new"}' not in text
+    assert 'gateway_requests_total{backend="new",code="200",method="GET",route="r"} 2.0' in text
