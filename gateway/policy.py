@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
+from gateway.config import hint
+
 if TYPE_CHECKING:
-    from gateway.config import _Checker
+    from gateway.checking import Checker
 
 StickyKind = Literal["header", "cookie", "client_ip"]
 _STICKY = re.compile(r"^(header|cookie):([!#$%&'*+.^_`|~0-9A-Za-z-]+)$")
@@ -96,7 +98,7 @@ def parse_json_path(text: str) -> JsonPath:
 class PolicyChecker:
     """Validates the policy keys of one route, reporting through the config checker."""
 
-    def __init__(self, checker: _Checker, what: str, backend: str | None, names: set[str]):
+    def __init__(self, checker: Checker, what: str, backend: str | None, names: set[str]):
         self.c = checker
         self.what = what
         self.backend = backend
@@ -107,10 +109,8 @@ class PolicyChecker:
         if name is None:
             return None
         if self.names and name not in self.names:
-            from gateway.config import _hint
-
             self.c.problem(
-                node, f"{self.what}: {key}: unknown backend {name!r}; {_hint(name, self.names)}"
+                node, f"{self.what}: {key}: unknown backend {name!r}; {hint(name, self.names)}"
             )
             return None
         return name

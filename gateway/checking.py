@@ -1,0 +1,373 @@
+"""Checking a route file's YAML node tree, collecting every problem with its position.
+
+`Checker` walks the tree PyYAML composes (``yaml.compose``), so each problem
+points at the key or value an operator has to change, and it goes on after a
+problem instead of stopping, so that one run of `gateway check` lists them
+all. It builds the `GatewayConfig` value objects of `gateway.config`; the
+migration policy keys are checked by `gateway.policy.PolicyChecker`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from gateway.config import (
+    BACKEND_KINDS,
+    DEFAULT_ROUTE_ID,
+    HTTP_METHODS,
+    BackendSpec,
+    Position,
+    Problem,
+    RouteSpec,
+    hint,
+)
+from gateway.matching import TemplateError, parse_template
+from gateway.policy import POLICY_KEYS, PolicyChecker
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+_IMPORT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_TOP_KEYS = ("version", "backends", "default", "routes")
+_BACKEND_KEYS = (*BACKEND_KINDS, "timeout")
+_ROUTE_KEYS = ("id", "path", "methods", "backend", *POLICY_KEYS)
+_SAFE = yaml.SafeLoader("")
+
+
+@dataclass(slots=True)
+class _Partial:
+    version: int
+    backends: tuple[BackendSpec, ...]
+    default: str | None
+    routes: tuple[RouteSpec, ...]
+
+
+class Checker:
+    """Walks the YAML node tree, collecting every problem instead of stopping at one."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[Problem] = []
+
+    def at(self, node: yaml.Node) -> Position:
+        return Position(self.source, node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def problem(self, where: yaml.Node | Position | None, message: str) -> None:
+        if isinstance(where, yaml.Node):
+            where = self.at(where)
+        self.problems.append(Problem(where or Position(self.source, 1, 1), message))
+
+    def mapping(
+        self, node: yaml.Node, what: str, known: tuple[str, ...]
+    ) -> dict[str, tuple[yaml.Node, yaml.Node]] | None:
+        """A mapping's entries by key, reporting unknown and repeated keys."""
+        if not isinstance(node, yaml.MappingNode):
+            self.problem(node, f"{what} must be a mapping of keys to values")
+            return None
+        entries: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for key_node, value_node in node.value:
+            key = self.scalar(key_node)
+            if not isinstance(key, str):
+                self.problem(key_node, f"keys in {what} must be strings")
+                continue
+            if key in entries:
+                self.problem(key_node, f"{key!r} is repeated in {what}; keep only one")
+                continue
+            if known and key not in known:
+                self.problem(key_node, f"unknown key {key!r} in {what}; {hint(key, known)}")
+                continue
+            entries[key] = (key_node, value_node)
+        return entries
+
+    def scalar(self, node: yaml.Node) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            return _NOT_SCALAR
+        return _SAFE.construct_object(node, deep=True)
+
+    def string(self, node: yaml.Node, what: str) -> str | None:
+        value = self.scalar(node)
+        if not isinstance(value, str) or not value.strip():
+            self.problem(node, f"{what} must be a non-empty string")
+            return None
+        return value.strip()
+
+    def config(self, root: yaml.Node | None) -> _Partial | None:
+        if root is None:
+            self.problem(None, "the file is empty; it needs at least 'version: 1' and 'backends'")
+            return None
+        top = self.mapping(root, "the file", _TOP_KEYS)
+        if top is None:
+            return None
+        version = 1
+        if "version" not in top:
+            self.problem(root, "missing 'version'; add 'version: 1' at the top")
+        else:
+            value = self.scalar(top["version"][1])
+            if value != 1 or isinstance(value, bool):
+                self.problem(top["version"][1], f"unsupported version {value!r}; use 'version: 1'")
+        backends, names = self.backends(top.get("backends"), root)
+        default: str | None = None
+        if "default" in top:
+            node = top["default"][1]
+            if self.scalar(node) is not None:
+                default = self.string(node, "'default'")
+                if default is not None and names and default not in names:
+                    advice = hint(default, names)
+                    self.problem(node, f"unknown default backend {default!r}; {advice}")
+        routes = self.routes(top.get("routes"), names)
+        return _Partial(version, tuple(backends), default, routes)
+
+    def backends(
+        self, entry: tuple[yaml.Node, yaml.Node] | None, root: yaml.Node
+    ) -> tuple[list[BackendSpec], set[str]]:
+        """The valid backend specs, and every declared name (valid or not)."""
+        if entry is None:
+            self.problem(root, "missing 'backends'; declare at least one backend")
+            return [], set()
+        entries = self.mapping(entry[1], "'backends'", ())
+        if entries is None:
+            return [], set()
+        if not entries:
+            self.problem(entry[1], "'backends' is empty; declare at least one backend")
+        specs = []
+        for name, (key_node, node) in entries.items():
+            spec = self.backend(name, key_node, node)
+            if spec is not None:
+                specs.append(spec)
+        return specs, set(entries)
+
+    def backend(self, name: str, key_node: yaml.Node, node: yaml.Node) -> BackendSpec | None:
+        what = f"backend {name!r}"
+        if not _ID_RE.match(name):
+            self.problem(key_node, f"{what}: names use letters, digits and _ . : - only")
+        entries = self.mapping(node, what, _BACKEND_KEYS)
+        if entries is None:
+            return None
+        kinds = [k for k in BACKEND_KINDS if k in entries]
+        if len(kinds) != 1:
+            found = " and ".join(repr(k) for k in kinds) if kinds else "none"
+            self.problem(
+                node,
+                f"{what} must have exactly one of 'wsgi', 'asgi' or 'url' (found {found})",
+            )
+            return None
+        kind = kinds[0]
+        value_node = entries[kind][1]
+        target = self.string(value_node, f"{what}: {kind!r}")
+        if target is None:
+            return None
+        if kind == "url":
+            url_error = _check_url(target)
+            if url_error:
+                self.problem(value_node, f"{what}: {url_error}")
+                return None
+            target = target.rstrip("/")
+        elif not _IMPORT_RE.match(target):
+            self.problem(
+                value_node,
+                f"{what}: {target!r} is not an import path; write it as 'package.module:app'",
+            )
+            return None
+        timeout = None
+        if "timeout" in entries:
+            tnode = entries["timeout"][1]
+            value = self.scalar(tnode)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                self.problem(tnode, f"{what}: 'timeout' must be a number of seconds above 0")
+            else:
+                timeout = float(value)
+        return BackendSpec(name, kind, target, timeout, where=self.at(value_node))
+
+    def routes(
+        self, entry: tuple[yaml.Node, yaml.Node] | None, backends: set[str]
+    ) -> tuple[RouteSpec, ...]:
+        if entry is None:
+            return ()
+        node = entry[1]
+        if isinstance(node, yaml.ScalarNode) and self.scalar(node) is None:
+            return ()
+        if not isinstance(node, yaml.SequenceNode):
+            self.problem(node, "'routes' must be a list of routes (each item starts with '- ')")
+            return ()
+        routes: list[RouteSpec] = []
+        seen: dict[str, Position] = {}
+        for index, item in enumerate(node.value):
+            route = self.route(index, item, backends)
+            if route is None:
+                continue
+            if route.id in seen:
+                self.problem(
+                    route.where,
+                    f"route id {route.id!r} is already used at line {seen[route.id].line}; "
+                    "give each route its own id",
+                )
+                continue
+            seen[route.id] = route.where or self.at(item)
+            routes.append(route)
+        self.conflicts(routes)
+        return tuple(routes)
+
+    def route(self, index: int, node: yaml.Node, backends: set[str]) -> RouteSpec | None:
+        what = f"route #{index + 1}"
+        if isinstance(node, yaml.MappingNode):  # name the route by its id where it has one
+            for key_node, value_node in node.value:
+                value = self.scalar(value_node) if self.scalar(key_node) == "id" else None
+                if isinstance(value, str) and value.strip():
+                    what = f"route {value.strip()!r}"
+        entries = self.mapping(node, what, _ROUTE_KEYS)
+        if entries is None:
+            return None
+        ok = True
+        route_id = None
+        if "id" not in entries:
+            self.problem(node, f"{what} has no 'id'; add a unique name such as 'books.list'")
+            ok = False
+        else:
+            id_node = entries["id"][1]
+            route_id = self.string(id_node, f"{what}: 'id'")
+            if route_id is not None:
+                what = f"route {route_id!r}"
+                if route_id == DEFAULT_ROUTE_ID or not _ID_RE.match(route_id):
+                    self.problem(
+                        id_node,
+                        f"{what}: ids use letters, digits and _ . : - and cannot be "
+                        f"{DEFAULT_ROUTE_ID!r}",
+                    )
+                    ok = False
+            else:
+                ok = False
+        path = None
+        if "path" not in entries:
+            self.problem(node, f"{what} has no 'path'; add one such as '/books/{{book_id}}'")
+            ok = False
+        else:
+            path_node = entries["path"][1]
+            path = self.string(path_node, f"{what}: 'path'")
+            if path is not None:
+                try:
+                    parse_template(path)
+                except TemplateError as exc:
+                    self.problem(path_node, f"{what}: {exc}")
+                    ok = False
+            else:
+                ok = False
+        backend = None
+        if "backend" not in entries:
+            self.problem(node, f"{what} has no 'backend'; name one of the declared backends")
+            ok = False
+        else:
+            backend_node = entries["backend"][1]
+            backend = self.string(backend_node, f"{what}: 'backend'")
+            if backend is not None and backends and backend not in backends:
+                self.problem(
+                    backend_node, f"{what}: unknown backend {backend!r}; {hint(backend, backends)}"
+                )
+                ok = False
+        methods_ok, methods = self.methods(entries.get("methods"), what)
+        policies_ok, policies = self.policies(entries, what, backend, backends)
+        if not (ok and methods_ok and policies_ok):
+            return None
+        if route_id is None or path is None or backend is None:
+            return None
+        return RouteSpec(
+            route_id, path, backend, methods, **policies, where=self.at(entries["id"][1])
+        )
+
+    def policies(
+        self,
+        entries: dict[str, tuple[yaml.Node, yaml.Node]],
+        what: str,
+        backend: str | None,
+        backends: set[str],
+    ) -> tuple[bool, dict[str, Any]]:
+        """The safe-migration keys (see gateway.policy), validated."""
+        check = PolicyChecker(self, what, backend, backends)
+        ok = True
+        found: dict[str, Any] = {}
+        for key, parse in (
+            ("canary", check.canary),
+            ("shadow", check.shadow),
+            ("rollback", check.rollback),
+        ):
+            if key in entries:
+                valid, found[key] = parse(entries[key][1])
+                ok = ok and valid
+        if "unsafe" in entries:
+            node = entries["unsafe"][1]
+            flag = self.scalar(node)
+            if not isinstance(flag, bool):
+                self.problem(node, f"{what}: 'unsafe' must be true or false")
+                ok = False
+            else:
+                found["unsafe"] = flag
+        if "fallback" in entries:
+            found["fallback"] = check.backend_name(entries["fallback"][1], "fallback")
+            ok = ok and found["fallback"] is not None
+        if "rollback" in entries and "fallback" not in entries:
+            self.problem(
+                entries["rollback"][0],
+                f"{what}: 'rollback' flips the route to its fallback, so it needs 'fallback'",
+            )
+            ok = False
+        return ok, found
+
+    def methods(
+        self, entry: tuple[yaml.Node, yaml.Node] | None, what: str
+    ) -> tuple[bool, tuple[str, ...] | None]:
+        """(valid, methods); methods None means every method."""
+        if entry is None:
+            return True, None
+        node = entry[1]
+        if not isinstance(node, yaml.SequenceNode) or not node.value:
+            self.problem(node, f"{what}: 'methods' must be a non-empty list such as [GET, HEAD]")
+            return False, None
+        methods: list[str] = []
+        for item in node.value:
+            value = self.scalar(item)
+            method = value.upper() if isinstance(value, str) else None
+            if method not in HTTP_METHODS:
+                advice = hint(str(value).upper(), HTTP_METHODS)
+                self.problem(item, f"{what}: unknown HTTP method {value!r}; {advice}")
+                return False, None
+            if method in methods:
+                self.problem(item, f"{what}: method {method} is listed twice")
+                return False, None
+            methods.append(method)
+        return True, tuple(methods)
+
+    def conflicts(self, routes: list[RouteSpec]) -> None:
+        """Two routes may not claim the same path shape and method."""
+        claims: dict[tuple[tuple[str, ...], str | None], RouteSpec] = {}
+        for route in routes:
+            shape = parse_template(route.path).shape
+            for method in route.methods or (None,):
+                other = claims.get((shape, method))
+                if other is not None:
+                    claim = f"{method} {route.path}" if method else f"every method on {route.path}"
+                    self.problem(
+                        route.where,
+                        f"route {route.id!r} claims {claim}, already claimed by route "
+                        f"{other.id!r} (line {other.where.line if other.where else '?'}); "
+                        "remove one or give them different methods",
+                    )
+                    break
+                claims[(shape, method)] = route
+
+
+_NOT_SCALAR = object()
+
+
+def _check_url(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{url!r} is not an http:// or https:// URL with a host"
+    if parts.query or parts.fragment:
+        return f"{url!r}: a backend URL takes no query string or fragment"
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return f"{url!r} has an invalid port"
+    return None
