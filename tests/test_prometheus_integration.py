@@ -162,6 +162,10 @@ def _routes_file(directory: Path) -> Path:
     ):
         assert real in text, f"routes.yaml no longer has {real}"
         text = text.replace(real, faulty)
+    # Shadow books.get on legacy: the 404s of MISSING answer alike on both sides.
+    get_route = "    methods: [GET, HEAD]\n    backend: new\n"
+    assert get_route in text, "routes.yaml no longer has books.get on new"
+    text = text.replace(get_route, get_route + "    shadow: {backend: legacy}\n", 1)
     path = directory / "routes.yaml"
     path.write_text(text, encoding="utf-8")
     flip(path, "books.list", "legacy")
@@ -462,6 +466,12 @@ EXPECTED: dict[str, Expect] = {
         ("route", "backend", "kind"),
         {("books.list", "new", "exception"): rate(NEW_ERRORS)},
     ),
+    # --- safe migration
+    'panel "Shadow comparisons by route and result" A': Expect(
+        ("route", "result"), {("books.get", "match"): rate(MISSING)}
+    ),
+    'panel "Fallbacks and automatic rollbacks" A': Expect(("route", "from", "to"), {}),
+    'panel "Fallbacks and automatic rollbacks" B': Expect(("route",), {}),
     'panel "Route table reloads" A': Expect((), {(): POSITIVE}),
     'panel "Route table reloads" B': Expect((), {(): POSITIVE}),
     # --- per route (the repeated row)
