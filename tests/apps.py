@@ -57,6 +57,24 @@ async def slow_stream(request: Request) -> StreamingResponse:
     return StreamingResponse(chunks(), media_type="text/event-stream")
 
 
+open_streams: list[int] = [0]
+
+
+async def forever(request: Request) -> StreamingResponse:
+    """An endless event stream that counts itself while open."""
+
+    async def chunks() -> Any:
+        open_streams[0] += 1
+        try:
+            while True:
+                yield b"data: tick\n\n"
+                await asyncio.sleep(0.05)
+        finally:
+            open_streams[0] -= 1
+
+    return StreamingResponse(chunks(), media_type="text/event-stream")
+
+
 async def status(request: Request) -> PlainTextResponse:
     return PlainTextResponse("status", status_code=int(request.path_params["code"]))
 
@@ -96,6 +114,7 @@ asgi = Starlette(
         Route("/remote-hang", hang),
         Route("/stream", slow_stream),
         Route("/local/stream", slow_stream),
+        Route("/forever", forever),
         Route("/status/{code:int}", status),
         WebSocketRoute("/ws", ws_echo),
         Route("/{path:path}", echo, methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]),

@@ -103,6 +103,18 @@ def test_streams_reach_the_client_chunk_by_chunk(gateway: ThreadServer, path: st
     assert arrivals[-1][0] >= 0.8
 
 
+def test_client_disconnect_stops_the_upstream_stream(gateway: ThreadServer) -> None:
+    with httpx.stream("GET", gateway.url + "/forever", timeout=5) as r:
+        for _ in r.iter_raw():
+            break
+        assert apps.open_streams[0] == 1
+    # The client went away: the gateway must stop reading, and the upstream stream end.
+    deadline = time.monotonic() + 5
+    while apps.open_streams[0]:
+        assert time.monotonic() < deadline, "the upstream stream outlived its client"
+        time.sleep(0.02)
+
+
 def test_connect_error_gives_json_502(gateway: ThreadServer) -> None:
     r = httpx.get(gateway.url + "/down", timeout=5)
     assert r.status_code == 502
