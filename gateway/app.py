@@ -25,7 +25,7 @@ from gateway import upstream
 from gateway.admin import Admin
 from gateway.backends import BackendPool
 from gateway.config import ConfigError, GatewayConfig
-from gateway.dispatch import send_json, serve
+from gateway.dispatch import own_answer, send_json, serve
 from gateway.editing import EditError, flip
 from gateway.metrics import Metrics
 from gateway.policy import RollbackSpec
@@ -72,25 +72,24 @@ class Gateway:
             if path.startswith("//"):
                 path = "/" + path.lstrip("/")
         if path.startswith(self._prefix) or path == self._prefix_bare:
-            await self.admin(scope, receive, send, path[len(self._prefix_bare) :])
+            await self.admin(
+                scope, receive, own_answer(scope, send), path[len(self._prefix_bare) :]
+            )
             return
         if path == self._metrics_path and kind == "http":
             await self._serve_metrics(send)
             return
         table = self.table
-        if table is None:
-            await send_json(send, 503, {"error": "the gateway has no route table yet"})
-            return
-        route = table.match(scope.get("method", "GET"), scope["path"])
-        if route is None:
-            if kind == "websocket":
-                await send({"type": "websocket.close", "code": 1000})
-            else:
-                await send_json(
-                    send, 404, {"error": "no route matches this request and there is no default"}
-                )
-            return
-        await serve(route, scope, receive, send, self.shadows)
+        route = table.match(scope.get("method", "GET"), scope["path"]) if table else None
+        if route is not None:
+            await serve(route, scope, receive, send, self.shadows)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1000})
+        elif table is None:
+            await send_json(own_answer(scope, send), 503, {"error": "no route table yet"})
+        else:
+            message = {"error": "no route matches this request and there is no default"}
+            await send_json(own_answer(scope, send), 404, message)
 
     async def _serve_metrics(self, send: Send) -> None:
         assert self.metrics is not None  # guarded by _metrics_path

@@ -71,6 +71,18 @@ async def send_json(
     await send(end)
 
 
+def own_answer(scope: Scope, send: Send) -> Send:
+    """`send` for an answer of the gateway's own: it carries the request id too."""
+    request_id = request_id_of(scope)[0].encode()
+
+    async def send_with_id(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), (_REQUEST_ID, request_id)]
+        await send(message)
+
+    return send_with_id
+
+
 class _Exchange:
     """Tracks one response on its way to the client (status, held 5xx, failure)."""
 

@@ -105,6 +105,7 @@ def test_no_default_gives_json_404(tmp_path: Path) -> None:
     assert r.status_code == 404
     assert r.headers["content-type"] == "application/json"
     assert r.json() == {"error": "no route matches this request and there is no default"}
+    assert len(r.headers["x-request-id"]) == 32  # the gateway's own answers carry one too
 
 
 @pytest.mark.parametrize(

@@ -229,6 +229,7 @@ def test_with_token_changes_need_the_bearer_token(routes: Path) -> None:
 
 def test_unknown_admin_paths_and_methods(routes: Path) -> None:
     with gateway_client(routes) as client:
+        assert client.get("/-/nope", headers={"X-Request-ID": "a1"}).headers["x-request-id"] == "a1"
         assert client.get("/-/nope").status_code == 404
         assert client.get("/-/nope").json() == {"error": "no such admin endpoint"}
         assert client.delete("/-/routes").status_code == 405
