@@ -34,7 +34,6 @@ _IMPORT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _TOP_KEYS = ("version", "backends", "default", "routes")
 _BACKEND_KEYS = (*BACKEND_KINDS, "timeout")
 _ROUTE_KEYS = ("id", "path", "methods", "backend", *POLICY_KEYS)
-_SAFE = yaml.SafeLoader("")
 
 
 @dataclass(slots=True)
@@ -51,6 +50,7 @@ class Checker:
     def __init__(self, source: str) -> None:
         self.source = source
         self.problems: list[Problem] = []
+        self._loader = yaml.SafeLoader("")
 
     def at(self, node: yaml.Node) -> Position:
         return Position(self.source, node.start_mark.line + 1, node.start_mark.column + 1)
@@ -85,7 +85,9 @@ class Checker:
     def scalar(self, node: yaml.Node) -> Any:
         if not isinstance(node, yaml.ScalarNode):
             return _NOT_SCALAR
-        return _SAFE.construct_object(node, deep=True)
+        # A loader of this check's own: a constructor caches every node it builds, and a
+        # shared one would keep each parsed file alive for the life of the process.
+        return self._loader.construct_object(node, deep=True)
 
     def string(self, node: yaml.Node, what: str) -> str | None:
         value = self.scalar(node)
