@@ -1,9 +1,12 @@
 """The remote backend: proxy a request to an HTTP upstream, streaming both ways.
 
-One pooled `httpx.AsyncClient` is shared by every remote backend of a gateway
-process (connections are pooled per origin inside it). Bodies are never
-buffered: the request body is fed to the upstream as the client sends it, and
-the response is relayed chunk by chunk, so an SSE stream stays a stream.
+One pooled `aiohttp.ClientSession` is shared by every remote backend of a
+gateway process (connections are pooled per origin inside it). aiohttp was
+chosen by measurement (docs/benchmarks.md, row 5): httpx's pool spends most of
+a proxied request's CPU walking its connections (httpx issue 3215), where
+aiohttp proxies at the upstream's own speed. Bodies are never buffered: the
+request body is fed to the upstream as the client sends it, and the response
+is relayed chunk by chunk, so an SSE stream stays a stream.
 
 Failures before the response starts are raised as `BackendFailure` for the
 dispatcher to answer (connect error -> 502, timeout -> 504). A failure once
@@ -18,7 +21,9 @@ import logging
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
-import httpx
+import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
 
 from gateway.config import BackendSpec
 from gateway.errors import BackendFailure
@@ -44,15 +49,14 @@ HOP_BY_HOP = frozenset(
 )
 
 
-def new_client(max_connections: int = 512) -> httpx.AsyncClient:
-    """The shared client: no env proxies, no redirects followed, a deep keep-alive pool."""
-    return httpx.AsyncClient(
-        limits=httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        ),
-        follow_redirects=False,
+def new_client(max_connections: int = 512) -> aiohttp.ClientSession:
+    """The shared client: no env proxies, no cookies, no redirects, bytes relayed as sent."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=max_connections, limit_per_host=0),
+        auto_decompress=False,  # relay the upstream's encoding untouched
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"),
         trust_env=False,
-        timeout=DEFAULT_TIMEOUT,
     )
 
 
@@ -68,10 +72,13 @@ class HTTPBackend:
     supports_websocket = False
     active = 0
 
-    def __init__(self, spec: BackendSpec, client: httpx.AsyncClient) -> None:
+    def __init__(self, spec: BackendSpec, client: aiohttp.ClientSession) -> None:
         self.spec = spec
         self.client = client
-        self.timeout = httpx.Timeout(spec.timeout or DEFAULT_TIMEOUT)
+        seconds = spec.timeout or DEFAULT_TIMEOUT
+        # Bounds on connecting and on each wait for data, not on the whole exchange:
+        # an event stream may rightly last for hours.
+        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
 
     async def start(self) -> None:
         return None
@@ -79,19 +86,19 @@ class HTTPBackend:
     async def close(self) -> None:
         return None  # the shared client is closed by the gateway that owns it
 
-    def _request(self, scope: Scope, receive: Receive) -> httpx.Request:
+    def _request(self, scope: Scope) -> tuple[str, CIMultiDict[str], bool]:
+        """(URL, headers for the upstream, whether a request body follows)."""
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         url = self.spec.target + raw_path.decode("latin-1")
         if scope["query_string"]:
             url += "?" + scope["query_string"].decode("latin-1")
-        headers = _strip_hop_by_hop(scope["headers"])
         host = b""
         forwarded_for = b""
         has_body = False
-        kept: Headers = []
-        for name, value in headers:
+        kept: CIMultiDict[str] = CIMultiDict()
+        for name, value in _strip_hop_by_hop(scope["headers"]):
             if name == b"host":
-                host = value
+                host = value  # the upstream gets its own Host; the client's is forwarded
             elif name == b"x-forwarded-for":
                 forwarded_for = value + b", "
             elif name == b"x-forwarded-proto" or name == b"x-forwarded-host":
@@ -99,57 +106,61 @@ class HTTPBackend:
             else:
                 if name == b"content-length":
                     has_body = value != b"0"
-                kept.append((name, value))
+                kept.add(name.decode("latin-1"), value.decode("latin-1"))
         if any(n == b"transfer-encoding" for n, _ in scope["headers"]):
             has_body = True
         client = scope.get("client")
         if client:
-            kept.append((b"x-forwarded-for", forwarded_for + client[0].encode()))
-        kept.append((b"x-forwarded-proto", scope.get("scheme", "http").encode()))
+            kept.add("x-forwarded-for", (forwarded_for + client[0].encode()).decode("latin-1"))
+        kept.add("x-forwarded-proto", scope.get("scheme", "http"))
         if host:
-            kept.append((b"x-forwarded-host", host))
-        return self.client.build_request(
-            scope["method"],
-            url,
-            headers=kept,
-            content=_request_body(receive) if has_body else None,
-            timeout=self.timeout,
-        )
+            kept.add("x-forwarded-host", host.decode("latin-1"))
+        return url, kept, has_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = self._request(scope, receive)
+        url, headers, has_body = self._request(scope)
         try:
-            response = await self.client.send(request, stream=True)
-        except httpx.TimeoutException as exc:
-            reason = f"upstream timed out ({type(exc).__name__})"
-            raise BackendFailure(504, "timeout", reason) from None
-        except httpx.ConnectError as exc:
-            raise BackendFailure(502, "connect", f"cannot connect to upstream: {exc}") from None
+            response = await self.client.request(
+                scope["method"],
+                URL(url, encoded=True),  # relay the client's bytes: no re-quoting
+                headers=headers,
+                data=_request_body(receive) if has_body else None,
+                allow_redirects=False,
+                timeout=self.timeout,
+            )
         except _ClientGone:
             return
-        except httpx.TransportError as exc:
+        except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
+            reason = f"upstream timed out ({type(exc).__name__})"
+            raise BackendFailure(504, "timeout", reason) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise BackendFailure(502, "connect", f"cannot connect to upstream: {exc}") from None
+        except aiohttp.ClientError as exc:
             raise BackendFailure(502, "protocol", f"upstream failed: {exc!r}") from None
         try:
+            response_headers = _strip_hop_by_hop(
+                [(name.lower(), value) for name, value in response.raw_headers]
+            )
             await send(
                 {
                     "type": "http.response.start",
-                    "status": response.status_code,
-                    "headers": _strip_hop_by_hop(response.headers.raw),
+                    "status": response.status,
+                    "headers": response_headers,
                 }
             )
-            if "content-length" in response.headers:
+            if any(name == b"content-length" for name, _ in response_headers):
                 await self._relay(response, send)
             else:
                 # An open-ended body (SSE, chunked): stop as soon as the client goes.
                 await _until_disconnect(self._relay(response, send), receive)
         finally:
-            await response.aclose()
+            response.release()
 
-    async def _relay(self, response: httpx.Response, send: Send) -> None:
+    async def _relay(self, response: aiohttp.ClientResponse, send: Send) -> None:
         try:
-            async for chunk in response.aiter_raw():
+            async for chunk in response.content.iter_any():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except httpx.TransportError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             # Headers are gone already; returning without the final message makes
             # the server drop the connection, so the client sees the truncation.
             log.warning("backend=%s upstream body failed mid-stream: %r", self.spec.name, exc)
