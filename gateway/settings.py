@@ -28,7 +28,7 @@ class Settings:
     metrics_path: str = "/metrics"
     metrics: bool = True
     route_headers: bool = True  # X-Gateway-Route / X-Gateway-Backend on every response
-    wsgi_threads: int = 32
+    wsgi_threads: int = 10  # docs/benchmarks.md row 2: more threads only trade the GIL
     watch_interval: float = 0.25
     admin_token: str | None = None
 
