@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test lint typecheck unit tools clean
+.PHONY: install run test lint typecheck unit tools bench clean
 
 install: $(STAMP)
 
@@ -37,6 +37,12 @@ unit: install tools
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# Gateway against the app alone, gunicorn and nginx, side by side: one table of ratios.
+# BENCH_QUICK=1 for a 2-minute smoke run; docs/benchmarks.md explains the table.
+bench: install
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
