@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import Counter
+
 from gateway.policy import JsonPath, ShadowSpec
 from gateway.types import ASGIApp, Headers, Message, Scope
 
@@ -203,7 +205,7 @@ class Shadower:
         shadow: ASGIApp,
         shadow_name: str,
         stats: ShadowStats,
-        count: Any,
+        count: dict[str, Counter] | None,
         unsafe: bool,
     ) -> None:
         self.route_id = route_id
