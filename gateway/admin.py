@@ -208,16 +208,16 @@ class Admin:
         await send_json(send, 200, {"route": route, "changed": bool(result.changed)})
 
     def shadow_report(self, route_id: str | None) -> dict[str, Any]:
-        stats = self.gateway.policies.stats
-        chosen = [route_id] if route_id else sorted(stats)
+        """This worker's shadow results, merged with the other workers' when there are some."""
+        routes = self.gateway.policies.shadow_reports()
         return {
             "routes": {
                 rid: {
-                    "counts": dict(stats[rid].counts),
-                    "mismatches": [{**m, "at": _iso(m["at"])} for m in stats[rid].mismatches],
+                    **report,
+                    "mismatches": [{**m, "at": _iso(m["at"])} for m in report["mismatches"]],
                 }
-                for rid in chosen
-                if rid in stats
+                for rid, report in sorted(routes.items())
+                if route_id is None or rid == route_id
             }
         }
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
+import os
 import posixpath
 import signal
 from collections.abc import Coroutine
@@ -33,7 +35,7 @@ from gateway.policy import RollbackSpec
 from gateway.reload import Reloader
 from gateway.rollback import RollbackWatch
 from gateway.settings import Settings
-from gateway.shadow import ShadowRunner, ShadowStats
+from gateway.shadow import ShadowRunner, ShadowStats, merge_reports
 from gateway.table import RouteTable, build_table
 from gateway.types import Receive, Scope, Send
 
@@ -154,6 +156,7 @@ class Gateway:
         gc.collect()
         gc.freeze()
         self._watcher = asyncio.create_task(self.reloader.watch(), name="gateway-watch")
+        self.spawn(self.policies.share_shadow_results())
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
             # Only possible in the main thread (a served process, not an embedding test).
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
@@ -219,6 +222,36 @@ class Policies:
 
     def shadow_stats(self, route_id: str) -> ShadowStats:
         return self.stats.setdefault(route_id, ShadowStats())
+
+    def shadow_reports(self) -> dict[str, dict[str, Any]]:
+        """Every route's shadow results; with several workers, all of theirs together."""
+        own = {route: stats.report() for route, stats in self.stats.items()}
+        directory = self.gateway.settings.state_dir
+        if not directory:
+            return own
+        reports = [own]
+        for path in Path(directory).glob("shadow-*.json"):
+            if path.name == f"shadow-{os.getpid()}.json":
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                reports.append(json.loads(path.read_bytes()))
+        return merge_reports(reports)
+
+    async def share_shadow_results(self, every: float = 1.0) -> None:
+        """Publish this worker's shadow results for the others (several workers only)."""
+        directory = self.gateway.settings.state_dir
+        if not directory:
+            return
+        path = Path(directory) / f"shadow-{os.getpid()}.json"
+        written = ""
+        while True:
+            await asyncio.sleep(every)
+            data = json.dumps({r: s.report() for r, s in self.stats.items()})
+            if data != written:
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(data)
+                os.replace(tmp, path)
+                written = data
 
     def rollback_watch(
         self, route_id: str, backend: str, fallback: str, spec: RollbackSpec

@@ -129,12 +129,15 @@ def serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    metrics_dir: Path | None = None
-    if args.workers > 1 and settings.metrics:
-        from gateway.metrics import prepare_multiprocess_dir
+    state_dir: Path | None = None
+    if args.workers > 1:
+        # One private directory the workers share: metric files, shadow results.
+        state_dir = Path(tempfile.mkdtemp(prefix="gateway-state-"))
+        os.environ["GATEWAY_STATE_DIR"] = str(state_dir)
+        if settings.metrics:
+            from gateway.metrics import prepare_multiprocess_dir
 
-        metrics_dir = Path(tempfile.mkdtemp(prefix="gateway-metrics-"))
-        prepare_multiprocess_dir(metrics_dir)
+            prepare_multiprocess_dir(state_dir)
     config = uvicorn.Config(
         "gateway.app:create_app_from_env",
         factory=True,
@@ -166,5 +169,5 @@ def serve(args: argparse.Namespace) -> int:
         Supervisor(config, sockets=[sock]).run()
         return 0
     finally:
-        if metrics_dir is not None:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        if state_dir is not None:
+            shutil.rmtree(state_dir, ignore_errors=True)

@@ -31,6 +31,7 @@ class Settings:
     wsgi_threads: int = 10  # docs/benchmarks.md row 2: more threads only trade the GIL
     watch_interval: float = 0.25
     admin_token: str | None = None
+    state_dir: str | None = None  # shared by the workers of one `gateway serve` (private)
 
     def __post_init__(self) -> None:
         prefix = self.admin_prefix
@@ -68,5 +69,5 @@ class Settings:
             elif f.type == "float":
                 values[f.name] = float(raw)
             else:
-                values[f.name] = raw or None if f.name == "admin_token" else raw
+                values[f.name] = raw or None if f.type == "str | None" else raw
         return cls(**values)  # type: ignore[arg-type]

@@ -75,6 +75,23 @@ class ShadowStats:
             maxlen=KEEP_MISMATCHES
         )
 
+    def report(self) -> dict[str, Any]:
+        return {"counts": dict(self.counts), "mismatches": list(self.mismatches)}
+
+
+def merge_reports(reports: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Several workers' {route: report} as one: counts summed, the latest mismatches kept."""
+    merged: dict[str, dict[str, Any]] = {}
+    for report in reports:
+        for route, part in report.items():
+            into = merged.setdefault(route, {"counts": dict.fromkeys(RESULTS, 0), "mismatches": []})
+            for result, count in part["counts"].items():
+                into["counts"][result] = into["counts"].get(result, 0) + count
+            into["mismatches"].extend(part["mismatches"])
+    for into in merged.values():
+        into["mismatches"] = sorted(into["mismatches"], key=lambda m: m["at"])[-KEEP_MISMATCHES:]
+    return merged
+
 
 # --- comparison --------------------------------------------------------------
 

@@ -15,7 +15,13 @@ from gateway.policy import parse_json_path
 from gateway.settings import Settings
 from gateway.shadow import Captured, compare, json_differences
 from tests import apps
-from tests.harness import TEST_BACKENDS, ThreadServer, gateway_client, write_routes
+from tests.harness import (
+    TEST_BACKENDS,
+    GatewayProcess,
+    ThreadServer,
+    gateway_client,
+    write_routes,
+)
 
 
 def table(shadow: str, extra: str = "") -> str:
@@ -212,3 +218,19 @@ def test_comparison_rules() -> None:
         "new",
     )
     assert text[0].startswith("body differs:\n--- legacy\n+++ new")
+
+
+def test_every_worker_reports_the_results_of_all_workers(tmp_path: Path) -> None:
+    path = write_routes(tmp_path, table('{backend: new, ignore: ["$.updated_at"]}'))
+    with GatewayProcess(path, "--workers", "2") as gw:
+        for _ in range(12):
+            assert httpx.get(gw.url + "/book").status_code == 200  # a new connection each
+        deadline = time.monotonic() + 10
+        while True:
+            # Each ask may land on either worker: both must see all twelve.
+            views = [httpx.get(gw.url + "/-/shadow").json()["routes"] for _ in range(6)]
+            if all(v.get("book", {}).get("counts", {}).get("mismatch") == 12 for v in views):
+                break
+            assert time.monotonic() < deadline, views
+            time.sleep(0.2)
+    assert len(views[0]["book"]["mismatches"]) == 12
