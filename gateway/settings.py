@@ -28,7 +28,7 @@ class Settings:
     metrics_path: str = "/metrics"
     metrics: bool = True
     route_headers: bool = True  # X-Gateway-Route / X-Gateway-Backend on every response
-    wsgi_threads: int = 10  # docs/benchmarks.md row 2: more threads only trade the GIL
+    wsgi_threads: int = 32  # measured best for the demo (docs/benchmarks.md, row 2)
     watch_interval: float = 0.25
     admin_token: str | None = None
     state_dir: str | None = None  # shared by the workers of one `gateway serve` (private)
