@@ -16,4 +16,5 @@ Modules:
 - `flip`: how fast a saved routes file takes effect (row 6).
 - `transports`, `variant`: alternative upstream clients, for measurement only.
 - `legacy_asgi`: the Flask app behind a2wsgi, as a user would serve it without the gateway.
+- `profile`: a py-spy profile of a loaded gateway worker, summarised (`python -m bench.profile`).
 """

@@ -1,11 +1,12 @@
 """`python -m bench [options]`: run the benchmark and print one table.
 
-Defaults: 3 rounds of 5 s per variant after a 2 s warm-up, 32 connections,
-20 flips per worker count. `--quick` (or BENCH_QUICK=1) runs 2 rounds of 1 s
-after 1 s and 5 flips: a smoke test, not a measurement. Every option also
-reads an environment variable (BENCH_ROUNDS, BENCH_DURATION, BENCH_WARMUP,
-BENCH_CONNECTIONS, BENCH_FLIPS, BENCH_ONLY, BENCH_NO_TRANSPORTS,
-BENCH_EXPERIMENTS), so `make bench` can be tuned without editing the Makefile.
+Defaults: 5 rounds of 3 s per variant, each on fresh server processes after a
+1 s warm-up; 32 connections; 20 flips per worker count. `--quick` (or
+BENCH_QUICK=1) runs 2 rounds of 1 s after 1 s and 5 flips: a smoke test, not
+a measurement. Every option also reads an environment variable (BENCH_ROUNDS,
+BENCH_DURATION, BENCH_WARMUP, BENCH_CONNECTIONS, BENCH_FLIPS, BENCH_ONLY,
+BENCH_NO_TRANSPORTS, BENCH_EXPERIMENTS), so `make bench` can be tuned without
+editing the Makefile.
 """
 
 from __future__ import annotations
@@ -62,18 +63,23 @@ def parse(argv: Sequence[str] | None) -> Options:
         default=_env_flag(QUICK_ENV),
         help="short rounds for a fast check (or BENCH_QUICK=1)",
     )
-    parser.add_argument("--rounds", type=int, default=env("BENCH_ROUNDS"))
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=env("BENCH_ROUNDS"),
+        help="rounds per comparison, each with fresh server processes (default 5)",
+    )
     parser.add_argument(
         "--duration",
         type=int,
         default=env("BENCH_DURATION"),
-        help="whole seconds of load per round (default 5)",
+        help="whole seconds of load per round (default 3)",
     )
     parser.add_argument(
         "--warmup",
         type=int,
         default=env("BENCH_WARMUP"),
-        help="whole seconds of load per variant before the rounds (default 2)",
+        help="whole seconds of load on each fresh process before its round (default 1)",
     )
     parser.add_argument("--connections", type=int, default=env("BENCH_CONNECTIONS"))
     parser.add_argument(
@@ -91,13 +97,13 @@ def parse(argv: Sequence[str] | None) -> Options:
         "--no-transports",
         action="store_true",
         default=_env_flag("BENCH_NO_TRANSPORTS"),
-        help="row 5 without the alternative HTTP client transports",
+        help="row 5 without the alternative HTTP clients (httpx and others)",
     )
     parser.add_argument(
         "--experiments",
         action="store_true",
         default=_env_flag("BENCH_EXPERIMENTS"),
-        help="add what-if rows: the gateway without gc.freeze(), with 32 WSGI threads",
+        help="add the what-if row: row 2 with 32 WSGI threads (the former default)",
     )
     args = parser.parse_args(argv)
     base = Options.quick_defaults() if args.quick else Options()
@@ -180,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if wrk_binary
                 else None
             )
+            if wrk is not None and opts.quick:
+                wrk.waiting_budget = 20.0  # a smoke test waits little for a quiet machine
             ctx = Context(opts, workdir, cores, procs, wrk)
             try:
                 for rows, section in SECTIONS:
@@ -199,8 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"Gateway benchmark: {os.cpu_count()} cores ({_cpu_model()}), "
         f"Python {platform.python_version()}, {cores.describe()}; "
-        f"wrk -t1 -c{opts.connections}, {opts.rounds} rounds x {opts.duration:g} s "
-        f"after {opts.warmup:g} s warm-up, medians."
+        f"wrk -t1 -c{opts.connections}; {opts.rounds} rounds, each on fresh server processes: "
+        f"{opts.warmup:g} s warm-up, then {opts.duration:g} s per variant; medians."
     )
     print()
     print(render(sorted(ctx.rows, key=lambda row: int(row.section))))
@@ -220,7 +228,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"other processes on the machine during the load runs: {median * 100:.0f}% of a "
             f"core (median), {worst * 100:.0f}% (worst run)"
             + ("  <- a busy machine: expect noise" if median > 0.1 else "")
-            + (f"; {wrk.reruns} runs redone after a busy moment" if wrk.reruns else "")
+            + (
+                f"; {wrk.reruns} run{'s' if wrk.reruns > 1 else ''} redone after a busy moment"
+                if wrk.reruns
+                else ""
+            )
         )
     for note in ctx.notes:
         print(f"note: {note}")

@@ -8,9 +8,10 @@ also ask the kernel for SIGTERM should the harness itself die first.
 
 Load comes from wrk. With two cores or more, servers run on the first allowed
 core and wrk (and this process) on the second, so the load generator never
-steals the server's core. Each comparison warms every variant up, then runs
-`rounds` rounds, visiting the variants in a rotated order each round, and
-reports medians: a slow moment of the machine hits every variant alike.
+steals the server's core. Each comparison (`Group`) runs `rounds` rounds;
+each round starts fresh server processes, warms them up and loads the
+variants in a rotated order. Rows report medians over the rounds: a slow
+moment of the machine, or an unlucky process, hits every variant alike.
 """
 
 from __future__ import annotations
@@ -44,14 +45,14 @@ RERUN = 0.15  # ... above which a load run is measured again
 
 @dataclass(frozen=True, slots=True)
 class Options:
-    rounds: int = 3
-    duration: int = 5  # seconds per wrk round (wrk takes whole seconds)
-    warmup: int = 2  # seconds of wrk per variant before the rounds
+    rounds: int = 5  # each with fresh server processes (see Group)
+    duration: int = 3  # seconds per wrk round (wrk takes whole seconds)
+    warmup: int = 1  # seconds of wrk per fresh process before its round
     connections: int = 32
     flips: int = 20
     streak: int = 20  # consecutive responses that prove a flip converged
-    transports: bool = True  # also measure the alternative upstream clients
-    experiments: bool = False  # also measure what-if variants of the gateway (bench.variant)
+    transports: bool = True  # also measure the alternative upstream clients (bench.variant)
+    experiments: bool = False  # also measure what-if settings of the gateway
     sections: frozenset[str] = frozenset({"1", "2", "3", "4", "5", "6", "7"})
     quick: bool = False
 
@@ -535,25 +536,6 @@ class Variant:
     watch: tuple[Server, ...]
 
 
-def compare(wrk: Wrk, variants: Sequence[Variant], opts: Options) -> dict[str, Summary]:
-    """Warm every variant up, then run rounds in rotated order; medians per variant."""
-    results = {v.name: Summary() for v in variants}
-    for variant in variants if opts.warmup else ():
-        wrk.run(variant.url, opts.warmup)
-    for round_index in range(opts.rounds):
-        wrk.wait_quiet()
-        shift = round_index % len(variants)
-        for variant in [*variants[shift:], *variants[:shift]]:
-            load = wrk.measure(variant.url, opts.duration, variant.watch)
-            results[variant.name].runs.append(load)
-            log(
-                f"  round {round_index + 1}/{opts.rounds} {variant.name}: "
-                f"{load.rps:,.0f} req/s p50 {load.p50_ms:.2f} ms p99 {load.p99_ms:.2f} ms"
-                + (f" errors {load.errors}" if load.errors else "")
-            )
-    return results
-
-
 # --- the table ------------------------------------------------------------------------
 
 
@@ -697,14 +679,34 @@ class Context:
 Section = Callable[[Context], None]
 
 
+@dataclass(frozen=True, slots=True)
+class _Member:
+    name: str
+    argv: list[str]
+    port: int
+    also_watch: tuple[Server, ...]
+    pin: bool
+    timeout: float
+    fresh: bool
+
+
 class Group:
-    """The servers of one comparison: started together, loaded in turns, stopped together."""
+    """The servers of one comparison, loaded in turns, stopped together.
+
+    Two processes of the very same server differ by up to 10-15% in
+    throughput on a small virtual machine (memory placement, hash seeds), as
+    much as the time of day does. So every round starts a fresh process of
+    each variant (on the same port), warms it up, and loads the variants in a
+    rotated order: a median over rounds is then a median over processes and
+    moments alike. A member started with `fresh=False` (row 5's upstream,
+    which every variant shares) keeps its process for the whole comparison.
+    """
 
     def __init__(self, ctx: Context, path: str) -> None:
         self.ctx = ctx
         self.path = path
-        self.variants: list[Variant] = []
-        self.servers: dict[str, Server] = {}
+        self.members: list[_Member] = []
+        self.servers: dict[str, Server] = {}  # the current process of each member
 
     def start(
         self,
@@ -715,18 +717,61 @@ class Group:
         also_watch: Sequence[Server] = (),
         pin: bool = True,
         timeout: float = 90.0,
+        fresh: bool = True,
     ) -> Server:
         """Start a server, wait until it answers, and make it a variant of the comparison."""
         server = self.ctx.procs.start(
             name, argv, port=port, ready_path=self.path, pin=pin, timeout=timeout
         )
         self.servers[name] = server
-        self.variants.append(Variant(name, server.base + self.path, (server, *also_watch)))
+        self.members.append(_Member(name, argv, port, tuple(also_watch), pin, timeout, fresh))
         return server
 
+    def _restart(self) -> None:
+        """New processes for the fresh members: all launched, then each awaited."""
+        procs = self.ctx.procs
+        fresh = [m for m in self.members if m.fresh]
+        for member in fresh:
+            procs.stop(self.servers[member.name])
+        for member in fresh:
+            self.servers[member.name] = procs.start(
+                member.name, member.argv, port=member.port, ready_path=None, pin=member.pin
+            )
+        for member in fresh:
+            procs.wait_ready(self.servers[member.name], self.path, member.timeout)
+
+    def _variants(self) -> list[Variant]:
+        return [
+            Variant(
+                m.name,
+                self.servers[m.name].base + self.path,
+                (self.servers[m.name], *m.also_watch),
+            )
+            for m in self.members
+        ]
+
     def run(self) -> dict[str, Summary]:
-        assert self.ctx.wrk is not None
-        return compare(self.ctx.wrk, self.variants, self.ctx.opts)
+        """Rounds of: fresh processes, a warm-up each, then each variant loaded in turn."""
+        wrk, opts = self.ctx.wrk, self.ctx.opts
+        assert wrk is not None
+        results = {m.name: Summary() for m in self.members}
+        for round_index in range(opts.rounds):
+            if round_index:
+                self._restart()
+            variants = self._variants()
+            wrk.wait_quiet()
+            for variant in variants if opts.warmup else ():
+                wrk.run(variant.url, opts.warmup)
+            shift = round_index % len(variants)
+            for variant in [*variants[shift:], *variants[:shift]]:
+                load = wrk.measure(variant.url, opts.duration, variant.watch)
+                results[variant.name].runs.append(load)
+                log(
+                    f"  round {round_index + 1}/{opts.rounds} {variant.name}: "
+                    f"{load.rps:,.0f} req/s p50 {load.p50_ms:.2f} ms "
+                    f"p99 {load.p99_ms:.2f} ms" + (f" errors {load.errors}" if load.errors else "")
+                )
+        return results
 
     def stop(self) -> None:
         for server in self.servers.values():

@@ -6,9 +6,8 @@ a user would most likely run it); row 3 is the gateway with and without its
 Prometheus metrics; row 7 reads one gateway worker's memory, idle and after
 the load of rows 1 and 3 plus a pass over a legacy page.
 
-With --experiments, what-if rows show what two of the gateway's choices are
-worth: without its `gc.freeze()` after startup (through `bench.variant`), and
-(row 2) with 32 WSGI threads, its former default, instead of 10.
+With --experiments, a what-if row in row 2 runs the gateway with 32 WSGI
+threads, its former default, next to the shipped 10.
 """
 
 from __future__ import annotations
@@ -47,9 +46,6 @@ def memory_row(case: str, server: Server) -> Row:
     return Row("7", case, f"RSS {rss:.1f} MB, peak {peak:.1f} MB")
 
 
-NO_FREEZE = ["--no-gc-freeze"]
-
-
 def new_side(ctx: Context) -> None:
     """Rows 1, 3 and 7: everything served by the FastAPI app."""
     sections = ctx.opts.sections
@@ -67,9 +63,6 @@ def new_side(ctx: Context) -> None:
     if "3" in sections:
         port = free_port()
         group.start("no-metrics", ctx.gateway(config, port, "--no-metrics"), port)
-    if ctx.opts.experiments and "1" in sections:
-        port = free_port()
-        group.start("no-freeze", ctx.gateway_variant(NO_FREEZE, config, port), port)
     log("rows 1/3: FastAPI alone, through the gateway, and without metrics")
     results = group.run()
     gw = results["gateway"]
@@ -78,10 +71,6 @@ def new_side(ctx: Context) -> None:
         ctx.rows.append(throughput_row("1", "new: FastAPI alone (uvicorn)", base))
         row = throughput_row("1", "new: gateway -> FastAPI", gw)
         ctx.rows.append(judge(row, gw.rps / base.rps, 0.97))
-        if "no-freeze" in results:
-            what_if = results["no-freeze"]
-            row = throughput_row("1", "  what-if: gateway without gc.freeze()", what_if)
-            ctx.rows.append(judge(row, what_if.rps / base.rps, 0.97, what_if=True))
     if "3" in sections:
         off = results["no-metrics"]
         ctx.rows.append(throughput_row("3", "gateway -> FastAPI, --no-metrics", off))
@@ -89,6 +78,7 @@ def new_side(ctx: Context) -> None:
         ctx.rows.append(judge(row, gw.rps / off.rps, 0.95))
     if "7" in sections:
         log("row 7: a pass over a legacy page, then memory")
+        gateway = group.servers["gateway"]  # the last round's process
         ctx.wrk.run(gateway.base + LEGACY_PAGE, ctx.opts.duration)
         ctx.rows.append(idle)
         ctx.rows.append(memory_row("gateway worker, after load (new + legacy)", gateway))
@@ -118,25 +108,20 @@ def legacy_side(ctx: Context) -> None:
         group.start("gunicorn", argv, port)
     else:
         ctx.notes.append("gunicorn is not installed: pip install -e '.[bench]' for row 2")
-    what_ifs: dict[str, tuple[str, list[str], tuple[str, ...]]] = {
-        "no-freeze": ("without gc.freeze()", NO_FREEZE, ()),
-        "threads": ("--wsgi-threads 32", [], ("--wsgi-threads", "32")),
-    }
     if ctx.opts.experiments:
-        for name, (_label, variant, extra) in what_ifs.items():
-            port = free_port()
-            group.start(name, ctx.gateway_variant(variant, config, port, *extra), port)
+        port = free_port()
+        group.start("threads-10", ctx.gateway(config, port, "--wsgi-threads", "10"), port)
     log("row 2: Flask via a2wsgi, through the gateway, and under gunicorn")
     results = group.run()
     base, gw = results["direct"], results["gateway"]
     ctx.rows.append(throughput_row("2", "legacy: Flask via a2wsgi alone (uvicorn)", base))
     row = throughput_row("2", "legacy: gateway -> Flask", gw)
     ctx.rows.append(judge(row, gw.rps / base.rps, 0.97))
-    for name, (label, _variant, _extra) in what_ifs.items():
-        if name in results:
-            what_if = results[name]
-            row = throughput_row("2", f"  what-if: gateway {label}", what_if)
-            ctx.rows.append(judge(row, what_if.rps / base.rps, 0.97, what_if=True))
+    if "threads-10" in results:
+        what_if = results["threads-10"]
+        case = "  what-if: gateway with --wsgi-threads 10 (a2wsgi's own default)"
+        row = throughput_row("2", case, what_if)
+        ctx.rows.append(judge(row, what_if.rps / base.rps, 0.97, what_if=True))
     if "gunicorn" in results:
         ref = results["gunicorn"]
         ctx.rows.append(throughput_row("2", "legacy: Flask under gunicorn (sync, 1 worker)", ref))

@@ -1,7 +1,7 @@
 """Where does a gateway worker spend its time under load? A py-spy profile, summarised.
 
     python -m bench.profile new|legacy|remote|routes-10000 [--transport NAME]
-                            [--no-gc-freeze] [--seconds N] [--native]
+                            [--wsgi-threads N] [--seconds N] [--native]
 
 Starts the same servers as the benchmark row (pinned the same way), loads the
 gateway with wrk, samples it with `py-spy record --gil` (only the thread
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile")
     parser.add_argument("scenario", choices=SCENARIOS)
     parser.add_argument("--transport", default=None, help="row 5's client (bench.transports)")
-    parser.add_argument("--no-gc-freeze", action="store_true")
+    parser.add_argument("--wsgi-threads", type=int, default=None, help="gateway serve's option")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--native", action="store_true")
@@ -143,9 +143,9 @@ def _start(args: argparse.Namespace, procs: Processes, cores: Cores, workdir: Pa
     variant = [python, "-m", "bench.variant"]
     if args.transport:
         variant += ["--transport", args.transport]
-    if args.no_gc_freeze:
-        variant += ["--no-gc-freeze"]
     serve = ["--", "serve", "--host", "127.0.0.1", "--no-access-log", "--log-level", "warning"]
+    if args.wsgi_threads is not None:
+        serve += ["--wsgi-threads", str(args.wsgi_threads)]
     if args.scenario in ("new", "legacy"):
         text = tables.demo(books_get=args.scenario)
     elif args.scenario == "routes-10000":

@@ -2,9 +2,10 @@
 
 One upstream (`uvicorn new_fastapi.app:app` on a port of its own) serves
 every variant: the upstream alone (the ceiling any proxy can reach), nginx
-(one worker, HTTP/1.1 to a keep-alive upstream pool), the gateway as shipped,
-and, unless --no-transports, the gateway with each alternative client from
-`bench.transports` swapped in by `bench.variant`.
+(one worker, HTTP/1.1 to a keep-alive upstream pool), the gateway as shipped
+(aiohttp), and, unless --no-transports, the gateway with each alternative
+client from `bench.transports` swapped in by `bench.variant` (among them
+httpx, the gateway's client before aiohttp).
 
 On two cores the upstream cannot have a core of its own: it shares the load
 core with wrk, and the proxy has the server core. The cpu column shows who is
@@ -100,7 +101,7 @@ def run(ctx: Context) -> None:
     group = Group(ctx, PATH)
     port = free_port()
     argv = ctx.cores.pin(_upstream_core(ctx), ctx.uvicorn("new_fastapi.app:app", port))
-    upstream = group.start("upstream", argv, port, pin=False)
+    upstream = group.start("upstream", argv, port, pin=False, fresh=False)
     config = tables.write(ctx.workdir, "remote.yaml", tables.remote(upstream.base))
     nginx_binary = ensure_tool("nginx", "nginx")
     if nginx_binary is not None:
@@ -129,7 +130,7 @@ def run(ctx: Context) -> None:
             continue
         shipped = name == "shipped"
         if shipped:
-            case = f"gateway -> upstream, as shipped ({shipped_client()})"
+            case = f"gateway -> upstream, {shipped_client()} (shipped)"
         else:
             case = f"  what-if: client {DESCRIPTIONS[name]}"
         row = throughput_row("5", case, summary, ("proxy ", "up "), cost=True)

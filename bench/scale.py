@@ -112,15 +112,10 @@ def _us(seconds: float) -> str:
 
 def http(ctx: Context) -> None:
     group = Group(ctx, tables.MEASURED_PATH)
-    largest = SIZES[-1]
     for size in SIZES:
         config = tables.write(ctx.workdir, f"routes-{size}.yaml", tables.generated(size))
         port = free_port()
         group.start(str(size), ctx.gateway(config, port), port, timeout=180)
-        if ctx.opts.experiments and size == largest:
-            port = free_port()
-            argv = ctx.gateway_variant(["--no-gc-freeze"], config, port)
-            group.start("no-freeze", argv, port, timeout=180)
     log("row 4: the same request through tables of 10, 1,000 and 10,000 routes")
     results = group.run()
     base = results[str(SIZES[0])]
@@ -130,11 +125,6 @@ def http(ctx: Context) -> None:
         if size != SIZES[0]:
             judge(row, summary.rps / base.rps, 0.97)
         ctx.rows.append(row)
-    if "no-freeze" in results:
-        what_if = results["no-freeze"]
-        case = f"  what-if: {largest:,} routes, without gc.freeze()"
-        row = throughput_row("4", case, what_if)
-        ctx.rows.append(judge(row, what_if.rps / base.rps, 0.97, what_if=True))
     if "7" in ctx.opts.sections:
         for size in SIZES[1:]:
             case = f"gateway worker, {size:,} routes, after load"

@@ -5,17 +5,15 @@ Each transport here is a drop-in replacement for `gateway.upstream`'s pair
 upstream (hop-by-hop fields stripped, X-Forwarded-* set), the same streamed
 relay of the response, the same `BackendFailure`s for connect errors (502)
 and timeouts (504). `bench.variant` swaps one in before the gateway starts, so
-row 5 can compare them through the same gateway and the same harness.
+row 5 can compare them with the shipped client (aiohttp) through the same
+gateway and the same harness.
 
-These are prototypes to choose by measurement, not production code: no
-HTTPS for the hand-written client, no 1xx handling, HEAD responses close
-their connection.
-
-The shipped backend (aiohttp) was chosen with these measurements; they stay
-to show what the alternatives cost, and to measure the next candidate:
+The shipped client was chosen with these measurements; they stay to show what
+the alternatives cost, and to measure the next candidate:
 
 - `httpx`: an `httpx.AsyncClient` with a pool of 512 connections, streamed
-  (`send(stream=True)`, `aiter_raw()`): the gateway's client before aiohttp.
+  (`build_request`, `send(stream=True)`, `aiter_raw()`): the gateway's remote
+  backend as it was before aiohttp.
 - `httpx-pool8`: the same with a pool of 8 connections: httpcore's pool does
   work per open connection on every request, so fewer connections cost less.
 - `httpx-transport`: httpx's `AsyncHTTPTransport` called directly, without
@@ -23,6 +21,12 @@ to show what the alternatives cost, and to measure the next candidate:
 - `httpcore`: httpcore's `AsyncConnectionPool` directly (what httpx wraps).
 - `httptools`: a minimal pooled HTTP/1.1 client: an `asyncio.Protocol` per
   connection, parsed by httptools (llhttp), idle connections kept per origin.
+  A prototype, not production code: no HTTPS, no 1xx handling, HEAD
+  responses close their connection.
+
+The gateway closes its shared client at shutdown with `await client.close()`;
+httpx and httpcore name that `aclose()`, so their clients here are subclasses
+that answer to both.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 
 from gateway import upstream
@@ -88,7 +93,9 @@ async def relay_response(
     name: str,
     errors: tuple[type[BaseException], ...],
 ) -> None:
-    """Start the response, then relay the body as HTTPBackend does."""
+    """Start the response, then relay the body as HTTPBackend does: a failure once the
+    headers are out is logged and ends the response without its final message, so the
+    server drops the connection and the client sees the truncation."""
     headers = _strip_hop_by_hop(headers)
     await send({"type": "http.response.start", "status": status, "headers": headers})
 
@@ -98,7 +105,8 @@ async def relay_response(
                 if chunk:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except errors as exc:
-            raise BackendFailure(502, "stream", f"{name}: {exc!r}") from None
+            upstream.log.warning("backend=%s upstream body failed mid-stream: %r", name, exc)
+            raise BackendFailure(502, "stream", str(exc)) from None
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     if any(n == b"content-length" for n, _ in headers):
@@ -107,21 +115,38 @@ async def relay_response(
         await _until_disconnect(relay(), receive)
 
 
-class _Base(upstream.HTTPBackend):
-    """Inherits whatever the gateway expects of a backend; replaces only the exchange."""
+class _Base:
+    """What the gateway expects of a backend (`gateway.backends.Backend`), on its own:
+    `gateway.upstream.HTTPBackend`'s constructor is made for the shipped client."""
 
-    client: Any  # each transport's own client object
+    supports_websocket = False
+    active = 0
 
     def __init__(self, spec: BackendSpec, client: Any) -> None:
-        super().__init__(spec, client)
+        self.spec = spec
+        self.client = client
         self.seconds = spec.timeout or DEFAULT_TIMEOUT
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None  # the shared client is closed by the gateway that owns it
 
 
 # --- httpx ---------------------------------------------------------------------------------
 
 
-def httpx_client(max_connections: int = MAX_CONNECTIONS) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
+class HttpxClient(httpx.AsyncClient):
+    """httpx's client, with the `close()` the gateway calls at shutdown."""
+
+    async def close(self) -> None:
+        await self.aclose()
+
+
+def httpx_client(max_connections: int = MAX_CONNECTIONS) -> HttpxClient:
+    """The gateway's shared client as it was on httpx."""
+    return HttpxClient(
         limits=httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         ),
@@ -131,29 +156,37 @@ def httpx_client(max_connections: int = MAX_CONNECTIONS) -> httpx.AsyncClient:
     )
 
 
-def httpx_small_pool_client() -> httpx.AsyncClient:
+def httpx_small_pool_client() -> HttpxClient:
     return httpx_client(8)
 
 
-class HttpxClientBackend(_Base):
+class HttpxBackend(_Base):
+    """The gateway's remote backend as it was on httpx, request for request."""
+
+    client: httpx.AsyncClient
+
+    def __init__(self, spec: BackendSpec, client: httpx.AsyncClient) -> None:
+        super().__init__(spec, client)
+        self.timeout = httpx.Timeout(self.seconds)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         target, headers, has_body = upstream_request(scope)
-        client: httpx.AsyncClient = self.client
-        request = client.build_request(
+        request = self.client.build_request(
             scope["method"],
             self.spec.target + target,
             headers=headers,
             content=_request_body(receive) if has_body else None,
-            timeout=httpx.Timeout(self.seconds),
+            timeout=self.timeout,
         )
         try:
-            response = await client.send(request, stream=True)
-        except upstream._ClientGone:
-            return
+            response = await self.client.send(request, stream=True)
         except httpx.TimeoutException as exc:
-            raise BackendFailure(504, "timeout", f"upstream timed out ({exc!r})") from None
+            reason = f"upstream timed out ({type(exc).__name__})"
+            raise BackendFailure(504, "timeout", reason) from None
         except httpx.ConnectError as exc:
             raise BackendFailure(502, "connect", f"cannot connect to upstream: {exc}") from None
+        except upstream._ClientGone:
+            return
         except httpx.TransportError as exc:
             raise BackendFailure(502, "protocol", f"upstream failed: {exc!r}") from None
         try:
@@ -170,14 +203,23 @@ class HttpxClientBackend(_Base):
             await response.aclose()
 
 
-def httpx_transport_client() -> httpx.AsyncHTTPTransport:
+class HttpxTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport, with the `close()` the gateway calls at shutdown."""
+
+    async def close(self) -> None:
+        await self.aclose()
+
+
+def httpx_transport_client() -> HttpxTransport:
     limits = httpx.Limits(
         max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS
     )
-    return httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+    return HttpxTransport(limits=limits, trust_env=False)
 
 
 class HttpxTransportBackend(_Base):
+    client: httpx.AsyncHTTPTransport
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         target, headers, has_body = upstream_request(scope)
         request = httpx.Request(
@@ -192,7 +234,8 @@ class HttpxTransportBackend(_Base):
         except upstream._ClientGone:
             return
         except httpx.TimeoutException as exc:
-            raise BackendFailure(504, "timeout", f"upstream timed out ({exc!r})") from None
+            reason = f"upstream timed out ({type(exc).__name__})"
+            raise BackendFailure(504, "timeout", reason) from None
         except httpx.ConnectError as exc:
             raise BackendFailure(502, "connect", f"cannot connect to upstream: {exc}") from None
         except httpx.TransportError as exc:
@@ -216,10 +259,15 @@ class HttpxTransportBackend(_Base):
 # --- httpcore ------------------------------------------------------------------------------
 
 
-def httpcore_client() -> Any:
-    import httpcore
+class HttpcorePool(httpcore.AsyncConnectionPool):
+    """httpcore's pool, with the `close()` the gateway calls at shutdown."""
 
-    return httpcore.AsyncConnectionPool(
+    async def close(self) -> None:
+        await self.aclose()
+
+
+def httpcore_client() -> HttpcorePool:
+    return HttpcorePool(
         max_connections=MAX_CONNECTIONS,
         max_keepalive_connections=MAX_CONNECTIONS,
         http1=True,
@@ -228,9 +276,9 @@ def httpcore_client() -> Any:
 
 
 class HttpcoreBackend(_Base):
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        import httpcore
+    client: httpcore.AsyncConnectionPool
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         target, headers, has_body = upstream_request(scope)
         url = self.spec.target + target
         parts = urlsplit(url)
@@ -255,10 +303,11 @@ class HttpcoreBackend(_Base):
         except upstream._ClientGone:
             return
         except httpcore.TimeoutException as exc:
-            raise BackendFailure(504, "timeout", f"upstream timed out ({exc!r})") from None
+            reason = f"upstream timed out ({type(exc).__name__})"
+            raise BackendFailure(504, "timeout", reason) from None
         except httpcore.ConnectError as exc:
             raise BackendFailure(502, "connect", f"cannot connect to upstream: {exc}") from None
-        except httpcore.NetworkError as exc:
+        except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
             raise BackendFailure(502, "protocol", f"upstream failed: {exc!r}") from None
         try:
             await relay_response(
@@ -451,7 +500,8 @@ class MiniPool:
         else:
             conn.close()
 
-    async def aclose(self) -> None:
+    async def close(self) -> None:
+        """The gateway's shutdown: drop the idle connections."""
         for idle in self._idle.values():
             for conn in idle:
                 conn.close()
@@ -463,6 +513,8 @@ def httptools_client() -> MiniPool:
 
 
 class HttptoolsBackend(_Base):
+    client: MiniPool
+
     def __init__(self, spec: BackendSpec, client: MiniPool) -> None:
         super().__init__(spec, client)
         parts = urlsplit(spec.target)
@@ -549,16 +601,16 @@ class HttptoolsBackend(_Base):
 # --- the registry bench.variant chooses from -------------------------------------------------
 
 TRANSPORTS: dict[str, tuple[Callable[[], Any], Callable[[BackendSpec, Any], Any]]] = {
-    "httpx": (httpx_client, HttpxClientBackend),
-    "httpx-pool8": (httpx_small_pool_client, HttpxClientBackend),
+    "httpx": (httpx_client, HttpxBackend),
+    "httpx-pool8": (httpx_small_pool_client, HttpxBackend),
     "httpx-transport": (httpx_transport_client, HttpxTransportBackend),
     "httpcore": (httpcore_client, HttpcoreBackend),
     "httptools": (httptools_client, HttptoolsBackend),
 }
 
 DESCRIPTIONS = {
-    "httpx": "httpx.AsyncClient, 512-connection pool",
-    "httpx-pool8": "httpx.AsyncClient, 8-connection pool",
+    "httpx": "httpx.AsyncClient, pool of 512 (former)",
+    "httpx-pool8": "httpx.AsyncClient, pool of 8",
     "httpx-transport": "httpx.AsyncHTTPTransport, no client layer",
     "httpcore": "httpcore.AsyncConnectionPool",
     "httptools": "asyncio.Protocol + httptools (minimal)",

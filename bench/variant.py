@@ -1,19 +1,16 @@
-"""Run `gateway serve` with a benchmark-only change, for measurement only.
+"""Run `gateway serve` with another HTTP client for remote backends, for measurement only.
 
-    python -m bench.variant [--transport NAME] [--no-gc-freeze] -- serve --config FILE ...
+    python -m bench.variant --transport NAME -- serve --config FILE ...
 
 `--transport` replaces the remote backend's HTTP client (`gateway.upstream`'s
 `new_client` and `HTTPBackend`) with one from `bench.transports`; everything
-else is the gateway as shipped. `--no-gc-freeze` skips the `gc.freeze()` the
-gateway makes after startup, to measure what the collector's full passes over
-the startup heap (the apps, the route table) cost without it. Works with one
-worker: the patches live in this process.
+else is the gateway as shipped. Works with one worker: the patches live in
+this process.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 from collections.abc import Sequence
 
@@ -30,7 +27,6 @@ def replace(original: object, substitute: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.variant")
     parser.add_argument("--transport", default=None)
-    parser.add_argument("--no-gc-freeze", action="store_true")
     parser.add_argument("gateway_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     rest = list(args.gateway_args)
@@ -48,12 +44,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         new_client, backend = TRANSPORTS[args.transport]
         replace(upstream.new_client, new_client)
         replace(upstream.HTTPBackend, backend)
-
-    if args.no_gc_freeze:
-        import types
-
-        shim = types.SimpleNamespace(**{**vars(gc), "freeze": lambda: None})
-        replace(gc, shim)  # the gateway's modules see a `gc` whose freeze() does nothing
 
     from gateway.cli import main as gateway_main
 
