@@ -75,6 +75,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     parser.add_argument("--no-access-log", action="store_true")
+    parser.add_argument(
+        "--timeout-keep-alive",
+        type=float,
+        default=75.0,
+        help="seconds an idle client connection stays open (default: 75). Keep it above the "
+        "idle timeout of any load balancer in front, or a request sent as the gateway closes "
+        "an idle connection fails (uvicorn's own default is 5)",
+    )
 
 
 def log_config(level: str) -> dict[str, Any]:
@@ -148,6 +156,7 @@ def serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=not args.no_access_log,
         lifespan="on",
+        timeout_keep_alive=args.timeout_keep_alive,
         proxy_headers=False,
         server_header=False,
     )
