@@ -41,6 +41,9 @@ from gateway.types import Receive, Scope, Send
 
 log = logging.getLogger("gateway")
 
+# How long after a swap the heap is frozen again (see Gateway._refreeze_soon).
+REFREEZE_DELAY = 2.0
+
 
 class Gateway:
     def __init__(self, settings: Settings | None = None) -> None:
@@ -59,6 +62,8 @@ class Gateway:
         self.policies = Policies(self)
         self._watcher: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[object]] = set()
+        self._heap_frozen = False
+        self._refreeze: asyncio.Task[None] | None = None
 
     # --- request path --------------------------------------------------------
 
@@ -127,7 +132,31 @@ class Gateway:
         self._pool.retire(backends)
         if self.metrics is not None:
             self.metrics.reload_result(True, table.loaded_at)
+        if self._heap_frozen:
+            self._refreeze_soon()
         return table
+
+    def _refreeze_soon(self) -> None:
+        """Freeze the new table with the rest of the long-lived heap, once settled.
+
+        A table built by a reload lives as long as the startup one, but it was not
+        there when startup froze the heap: every full collection would walk it
+        again (docs/benchmarks.md, "the garbage collector"). A burst of reloads
+        refreezes once, after the last.
+        """
+        if self._refreeze is not None:
+            self._refreeze.cancel()
+        self._refreeze = asyncio.create_task(self._refreeze_after(REFREEZE_DELAY))
+
+    async def _refreeze_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        # Collect what is not frozen (the reload's garbage) and freeze the rest.
+        # Not unfreezing first keeps the pause to the new objects (tens of ms for
+        # a 10,000-route table, not the whole heap's ~0.5 s); the old table is
+        # freed by reference counting as its last request ends, frozen or not.
+        gc.collect()
+        gc.freeze()
+        self._refreeze = None
 
     @property
     def ready(self) -> bool:
@@ -155,6 +184,7 @@ class Gateway:
         # otherwise walk it every few seconds (docs/benchmarks.md rows 1 and 4).
         gc.collect()
         gc.freeze()
+        self._heap_frozen = True
         self._watcher = asyncio.create_task(self.reloader.watch(), name="gateway-watch")
         self.spawn(self.policies.share_shadow_results())
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
@@ -173,10 +203,11 @@ class Gateway:
     async def shutdown(self) -> None:
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        for own in (self._watcher, self._refreeze):
+            if own is not None:
+                own.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await own
         shadows, self.shadows = self.shadows, None
         if shadows is not None:
             await shadows.close()

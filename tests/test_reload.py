@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from gateway import app as app_module
+from gateway.app import Gateway
 from tests import apps
 from tests.harness import TEST_BACKENDS, gateway_client, write_routes
 
@@ -157,3 +160,27 @@ def test_unreadable_file_keeps_serving(tmp_path: Path, caplog: pytest.LogCapture
         assert backend_of(client) == "new"
         path.write_text(table("legacy"))
         wait_for(lambda: backend_of(client) == "legacy")
+
+
+def test_a_reloaded_table_is_frozen_with_the_long_lived_heap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Full collections skip the table a reload built, as they skip the startup one."""
+    monkeypatch.setattr(app_module, "REFREEZE_DELAY", 0.05)
+    path = write_routes(tmp_path, table("new"))
+    with gateway_client(path, watch_interval=5) as client:
+        gateway = client.app
+        assert isinstance(gateway, Gateway)
+        first = gateway.table
+        assert first is not None and not _collector_walks(first)  # frozen at startup
+        path.write_text(table("legacy"))
+        assert client.post("/-/reload").json()["reloaded"] is True
+        second = gateway.table
+        assert second is not None and second is not first
+        assert _collector_walks(second)  # just built: young, walked by every pass
+        wait_for(lambda: not _collector_walks(second))
+        assert backend_of(client) == "legacy"
+
+
+def _collector_walks(obj: object) -> bool:
+    return any(o is obj for o in gc.get_objects())
