@@ -688,6 +688,7 @@ class _Member:
     pin: bool
     timeout: float
     fresh: bool
+    settle: Callable[[Server], None] | None
 
 
 class Group:
@@ -718,13 +719,21 @@ class Group:
         pin: bool = True,
         timeout: float = 90.0,
         fresh: bool = True,
+        settle: Callable[[Server], None] | None = None,
     ) -> Server:
-        """Start a server, wait until it answers, and make it a variant of the comparison."""
+        """Start a server, wait until it answers, and make it a variant of the comparison.
+
+        `settle`, if given, runs on each of its processes once it answers, before
+        any load: to bring it into the state to measure (row 4's reloaded table).
+        """
         server = self.ctx.procs.start(
             name, argv, port=port, ready_path=self.path, pin=pin, timeout=timeout
         )
+        if settle is not None:
+            settle(server)
         self.servers[name] = server
-        self.members.append(_Member(name, argv, port, tuple(also_watch), pin, timeout, fresh))
+        member = _Member(name, argv, port, tuple(also_watch), pin, timeout, fresh, settle)
+        self.members.append(member)
         return server
 
     def _restart(self) -> None:
@@ -739,6 +748,8 @@ class Group:
             )
         for member in fresh:
             procs.wait_ready(self.servers[member.name], self.path, member.timeout)
+            if member.settle is not None:
+                member.settle(self.servers[member.name])
 
     def _variants(self) -> list[Variant]:
         return [

@@ -1,11 +1,12 @@
-"""Run `gateway serve` with another HTTP client for remote backends, for measurement only.
+"""Run `gateway serve` with one mechanism swapped or disabled, for measurement only.
 
-    python -m bench.variant --transport NAME -- serve --config FILE ...
+    python -m bench.variant [--transport NAME] [--no-refreeze] -- serve --config FILE ...
 
 `--transport` replaces the remote backend's HTTP client (`gateway.upstream`'s
-`new_client` and `HTTPBackend`) with one from `bench.transports`; everything
-else is the gateway as shipped. Works with one worker: the patches live in
-this process.
+`new_client` and `HTTPBackend`) with one from `bench.transports`.
+`--no-refreeze` leaves a table built by a reload out of the frozen heap (what
+the gateway did before `Gateway._refreeze_soon`). Everything else is the
+gateway as shipped. Works with one worker: the patches live in this process.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def replace(original: object, substitute: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.variant")
     parser.add_argument("--transport", default=None)
+    parser.add_argument("--no-refreeze", action="store_true")
     parser.add_argument("gateway_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     rest = list(args.gateway_args)
@@ -44,6 +46,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         new_client, backend = TRANSPORTS[args.transport]
         replace(upstream.new_client, new_client)
         replace(upstream.HTTPBackend, backend)
+
+    if args.no_refreeze:
+        from gateway.app import Gateway
+
+        def no_refreeze(self: Gateway) -> None:
+            pass
+
+        Gateway._refreeze_soon = no_refreeze  # type: ignore[method-assign]
 
     from gateway.cli import main as gateway_main
 
