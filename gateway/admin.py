@@ -17,7 +17,6 @@ applies it at once on this worker, and the other workers follow the file.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import ipaddress
 import json
@@ -171,13 +170,13 @@ class Admin:
             await send_json(send, 400, {"error": _CHANGE_SHAPE})
             return
         path = self.gateway.settings.config
+        reloader = self.gateway.reloader
         try:
-            # File I/O and the directory lock stay off the event loop.
             if "backend" in change:
-                result = await asyncio.to_thread(flip, path, route_id, change["backend"])
+                result = await reloader.edit(flip, path, route_id, change["backend"])
             else:
                 canary = change["canary"]
-                result = await asyncio.to_thread(
+                result = await reloader.edit(
                     set_canary, path, route_id, canary["percent"], canary.get("backend")
                 )
         except EditError as exc:

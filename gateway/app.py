@@ -150,12 +150,15 @@ class Gateway:
 
     async def _refreeze_after(self, delay: float) -> None:
         await asyncio.sleep(delay)
-        # Collect what is not frozen (the reload's garbage) and freeze the rest.
-        # Not unfreezing first keeps the pause to the new objects (tens of ms for
-        # a 10,000-route table, not the whole heap's ~0.5 s); the old table is
-        # freed by reference counting as its last request ends, frozen or not.
-        gc.collect()
-        gc.freeze()
+        # Not while a file is being parsed: its tree, frozen half-built, would
+        # never be collected (it holds reference cycles).
+        async with self.reloader.lock:
+            # Collect what is not frozen (the reload's garbage) and freeze the rest.
+            # Not unfreezing first keeps the pause to the new objects (tens of ms
+            # for a 10,000-route table, not the whole heap's ~0.5 s); the old table
+            # is freed by reference counting as its last request ends, frozen or not.
+            gc.collect()
+            gc.freeze()
         self._refreeze = None
 
     @property
@@ -312,7 +315,7 @@ class Policies:
     async def _roll_back(self, watch: RollbackWatch) -> None:
         gateway = self.gateway
         try:
-            await asyncio.to_thread(
+            await gateway.reloader.edit(
                 flip, gateway.settings.config, watch.route_id, watch.fallback, watch.backend
             )
         except (ConfigError, EditError, OSError) as exc:
