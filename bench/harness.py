@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import http.client
+import json
 import os
 import resource
 import shutil
@@ -29,9 +30,12 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from gateway.app import REFREEZE_DELAY
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -262,6 +266,33 @@ class ServerFailed(RuntimeError):
     pass
 
 
+def applied_sha(server: Server) -> str | None:
+    """The sha256 of the route file a gateway serves (its `GET /-/routes`)."""
+    try:
+        with urllib.request.urlopen(server.base + "/-/routes", timeout=10) as response:
+            sha: str = json.load(response)["sha256"]
+            return sha
+    except OSError:
+        return None
+
+
+def reload_and_settle(server: Server, config: Path, timeout: float = 120.0) -> float:
+    """Give `config` new content (a comment: the same table), wait until the gateway
+    has applied it, and until the heap refreeze that follows a reload is done.
+    Returns the seconds from the edit until the gateway said it applied the file."""
+    before = applied_sha(server)
+    with config.open("a") as f:
+        f.write(f"# edited at {time.time()}\n")
+    edited = time.monotonic()
+    while applied_sha(server) == before:
+        if time.monotonic() - edited > timeout:
+            raise ServerFailed(f"{server.name} did not apply the edited {config}")
+        time.sleep(0.05)
+    took = time.monotonic() - edited
+    time.sleep(REFREEZE_DELAY + 1)
+    return took
+
+
 class Processes:
     """Starts servers and guarantees they are stopped when the block ends."""
 
@@ -379,9 +410,9 @@ _WRK_REPORT = """
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
-    "BENCH %.0f %.0f %.0f %.0f %.0f %.0f %.0f %.0f %.0f\\n",
+    "BENCH %.0f %.0f %.0f %.0f %.0f %.0f %.0f %.0f %.0f %.0f\\n",
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    e.connect, e.read, e.write, e.status, e.timeout))
+    latency.max, e.connect, e.read, e.write, e.status, e.timeout))
 end
 """
 
@@ -391,6 +422,7 @@ class Load:
     rps: float
     p50_ms: float
     p99_ms: float
+    max_ms: float
     errors: int  # socket errors and non-2xx/3xx answers
     cpu: tuple[float, ...]  # share of one core used by each watched server
     foreign: float = 0.0  # share of a core used meanwhile by processes not ours
@@ -506,11 +538,12 @@ class Wrk:
         line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH ")), None)
         if done.returncode != 0 or line is None:
             raise RuntimeError(f"wrk failed on {url}: {done.stderr.strip() or done.stdout}")
-        requests, duration_us, p50, p99, *errors = (float(x) for x in line.split()[1:])
+        requests, duration_us, p50, p99, slowest, *errors = (float(x) for x in line.split()[1:])
         return Load(
             rps=requests / (duration_us / 1e6),
             p50_ms=p50 / 1000,
             p99_ms=p99 / 1000,
+            max_ms=slowest / 1000,
             errors=int(sum(errors)),
             cpu=tuple((a - b) / elapsed for a, b in zip(after, before, strict=True)),
             foreign=foreign,

@@ -11,10 +11,7 @@ one that matches nothing and falls to the default backend.
 
 from __future__ import annotations
 
-import json
-import time
 import timeit
-import urllib.request
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -30,14 +27,13 @@ from bench.harness import (
     Group,
     Row,
     Server,
-    ServerFailed,
     free_port,
     judge,
     log,
+    reload_and_settle,
     throughput_row,
 )
 from bench.inprocess import memory_row
-from gateway.app import REFREEZE_DELAY
 from gateway.matching import Router, parse_template
 
 SIZES = (10, 1_000, 10_000)
@@ -118,33 +114,12 @@ def _us(seconds: float) -> str:
 
 
 def reloaded(config: Path) -> Callable[[Server], None]:
-    """Make a started gateway reload `config` once, and wait until it has settled.
-
-    The file gets a new comment (new content, the same table), the gateway
-    reloads it, and the wait covers the refreeze after the swap.
-    """
+    """A `settle` for Group.start: the started gateway reloads `config` once."""
 
     def settle(server: Server) -> None:
-        before = _applied_sha(server)
-        with config.open("a") as f:
-            f.write(f"# reloaded {time.time()}\n")
-        deadline = time.monotonic() + 120
-        while _applied_sha(server) == before:
-            if time.monotonic() > deadline:
-                raise ServerFailed(f"{server.name} did not reload {config}")
-            time.sleep(0.2)
-        time.sleep(REFREEZE_DELAY + 1)
+        reload_and_settle(server, config)
 
     return settle
-
-
-def _applied_sha(server: Server) -> str | None:
-    try:
-        with urllib.request.urlopen(server.base + "/-/routes", timeout=10) as response:
-            sha: str = json.load(response)["sha256"]
-            return sha
-    except OSError:
-        return None
 
 
 def http(ctx: Context) -> None:
