@@ -276,13 +276,21 @@ def applied_sha(server: Server) -> str | None:
         return None
 
 
-def reload_and_settle(server: Server, config: Path, timeout: float = 120.0) -> float:
-    """Give `config` new content (a comment: the same table), wait until the gateway
-    has applied it, and until the heap refreeze that follows a reload is done.
-    Returns the seconds from the edit until the gateway said it applied the file."""
+def reload_and_settle(
+    server: Server, config: Path, text: str | None = None, timeout: float = 120.0
+) -> float:
+    """Give `config` new content (`text`, or else a comment appended: the same
+    table), wait until the gateway has applied it, and until the heap refreeze
+    that follows a reload is done. Returns the seconds from the edit until the
+    gateway said it applied the file."""
     before = applied_sha(server)
-    with config.open("a") as f:
-        f.write(f"# edited at {time.time()}\n")
+    if text is None:
+        with config.open("a") as f:
+            f.write(f"# edited at {time.time()}\n")
+    else:
+        tmp = config.with_name(config.name + ".new")
+        tmp.write_text(text)
+        tmp.replace(config)
     edited = time.monotonic()
     while applied_sha(server) == before:
         if time.monotonic() - edited > timeout:
@@ -721,6 +729,7 @@ class _Member:
     pin: bool
     timeout: float
     fresh: bool
+    prepare: Callable[[], None] | None
     settle: Callable[[Server], None] | None
 
 
@@ -752,20 +761,24 @@ class Group:
         pin: bool = True,
         timeout: float = 90.0,
         fresh: bool = True,
+        prepare: Callable[[], None] | None = None,
         settle: Callable[[Server], None] | None = None,
     ) -> Server:
         """Start a server, wait until it answers, and make it a variant of the comparison.
 
-        `settle`, if given, runs on each of its processes once it answers, before
-        any load: to bring it into the state to measure (row 4's reloaded table).
+        `prepare`, if given, runs before each of its processes starts, and
+        `settle` on each once it answers, before any load: to bring it into the
+        state to measure (row 4's gateway whose table came by a reload).
         """
+        if prepare is not None:
+            prepare()
         server = self.ctx.procs.start(
             name, argv, port=port, ready_path=self.path, pin=pin, timeout=timeout
         )
         if settle is not None:
             settle(server)
         self.servers[name] = server
-        member = _Member(name, argv, port, tuple(also_watch), pin, timeout, fresh, settle)
+        member = _Member(name, argv, port, tuple(also_watch), pin, timeout, fresh, prepare, settle)
         self.members.append(member)
         return server
 
@@ -776,6 +789,8 @@ class Group:
         for member in fresh:
             procs.stop(self.servers[member.name])
         for member in fresh:
+            if member.prepare is not None:
+                member.prepare()
             self.servers[member.name] = procs.start(
                 member.name, member.argv, port=member.port, ready_path=None, pin=member.pin
             )
