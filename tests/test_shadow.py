@@ -102,7 +102,7 @@ def test_a_hanging_shadow_never_delays_the_primary(tmp_path: Path) -> None:
         "version: 1\n"
         + TEST_BACKENDS
         + "routes:\n  - id: hang\n    path: /hang\n    backend: legacy\n"
-        + "    shadow: {backend: new, timeout: 0.5}\n",
+        + "    shadow: {backend: new, timeout: 2}\n",
     )
     with gateway_client(path) as client:
         started = time.monotonic()
@@ -114,7 +114,7 @@ def test_a_hanging_shadow_never_delays_the_primary(tmp_path: Path) -> None:
         counts = wait_for_counts(client, "hang", 5)
     # The shadow (the ASGI app's /hang sleeps for an hour) timed out in the background:
     # five primary answers came back before even one shadow timeout could pass.
-    assert elapsed < 0.5
+    assert elapsed < 2
     assert counts == {"match": 0, "mismatch": 0, "error": 5, "dropped": 0}
 
 

@@ -102,9 +102,10 @@ def test_streams_reach_the_client_chunk_by_chunk(gateway: ThreadServer, path: st
         for chunk in r.iter_raw():
             arrivals.append((time.monotonic() - started, chunk))
     assert b"".join(c for _, c in arrivals) == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
-    # The first event arrives long before the stream ends: nothing was buffered.
-    assert arrivals[0][0] < 0.35
-    assert arrivals[-1][0] >= 0.8
+    # The first event arrives long before the stream ends: nothing was buffered. (Measured
+    # from the first arrival, not the request, so a slow start on a busy machine is no
+    # failure; buffered, every event would arrive at once.)
+    assert arrivals[-1][0] - arrivals[0][0] >= 0.6
 
 
 def test_client_disconnect_stops_the_upstream_stream(gateway: ThreadServer) -> None:
