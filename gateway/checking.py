@@ -222,61 +222,52 @@ class Checker:
         entries = self.mapping(node, what, _ROUTE_KEYS)
         if entries is None:
             return None
-        ok = True
-        route_id = None
-        if "id" not in entries:
-            self.problem(node, f"{what} has no 'id'; add a unique name such as 'books.list'")
-            ok = False
-        else:
-            id_node = entries["id"][1]
-            route_id = self.string(id_node, f"{what}: 'id'")
-            if route_id is not None:
-                what = f"route {route_id!r}"
-                if route_id == DEFAULT_ROUTE_ID or not _ID_RE.match(route_id):
-                    self.problem(
-                        id_node,
-                        f"{what}: ids use letters, digits and _ . : - and cannot be "
-                        f"{DEFAULT_ROUTE_ID!r}",
-                    )
-                    ok = False
-            else:
-                ok = False
-        path = None
-        if "path" not in entries:
-            self.problem(node, f"{what} has no 'path'; add one such as '/books/{{book_id}}'")
-            ok = False
-        else:
-            path_node = entries["path"][1]
-            path = self.string(path_node, f"{what}: 'path'")
-            if path is not None:
-                try:
-                    parse_template(path)
-                except TemplateError as exc:
-                    self.problem(path_node, f"{what}: {exc}")
-                    ok = False
-            else:
-                ok = False
-        backend = None
-        if "backend" not in entries:
-            self.problem(node, f"{what} has no 'backend'; name one of the declared backends")
-            ok = False
-        else:
-            backend_node = entries["backend"][1]
-            backend = self.string(backend_node, f"{what}: 'backend'")
-            if backend is not None and backends and backend not in backends:
-                self.problem(
-                    backend_node, f"{what}: unknown backend {backend!r}; {hint(backend, backends)}"
-                )
-                ok = False
+        route_id = self.required(
+            entries, "id", node, what, "add a unique name such as 'books.list'"
+        )
+        if route_id is not None and (route_id == DEFAULT_ROUTE_ID or not _ID_RE.match(route_id)):
+            self.problem(
+                entries["id"][1],
+                f"{what}: ids use letters, digits and _ . : - and cannot be {DEFAULT_ROUTE_ID!r}",
+            )
+            route_id = None
+        path = self.required(entries, "path", node, what, "add one such as '/books/{book_id}'")
+        if path is not None:
+            try:
+                parse_template(path)
+            except TemplateError as exc:
+                self.problem(entries["path"][1], f"{what}: {exc}")
+                path = None
+        backend = self.required(entries, "backend", node, what, "name one of the declared backends")
+        known = backend is not None and (not backends or backend in backends)
+        if backend is not None and not known:
+            self.problem(
+                entries["backend"][1],
+                f"{what}: unknown backend {backend!r}; {hint(backend, backends)}",
+            )
         methods_ok, methods = self.methods(entries.get("methods"), what)
         policies_ok, policies = self.policies(entries, what, backend, backends)
-        if not (ok and methods_ok and policies_ok):
-            return None
         if route_id is None or path is None or backend is None:
+            return None
+        if not (known and methods_ok and policies_ok):
             return None
         return RouteSpec(
             route_id, path, backend, methods, **policies, where=self.at(entries["id"][1])
         )
+
+    def required(
+        self,
+        entries: dict[str, tuple[yaml.Node, yaml.Node]],
+        key: str,
+        node: yaml.Node,
+        what: str,
+        advice: str,
+    ) -> str | None:
+        """The non-empty string under `key`, or None once its absence or type is reported."""
+        if key not in entries:
+            self.problem(node, f"{what} has no {key!r}; {advice}")
+            return None
+        return self.string(entries[key][1], f"{what}: {key!r}")
 
     def policies(
         self,
