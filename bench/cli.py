@@ -17,7 +17,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +24,6 @@ from pathlib import Path
 from bench import flip, inprocess, remote, scale
 from bench.harness import (
     QUICK_ENV,
-    ROOT,
     Context,
     Cores,
     Options,
@@ -36,8 +34,7 @@ from bench.harness import (
     ensure_tool,
     log,
     render,
-    seed_database,
-    terminate_on_sigterm,
+    workspace,
 )
 
 SECTIONS: tuple[tuple[str, Section], ...] = (
@@ -139,17 +136,6 @@ def parse(argv: Sequence[str] | None) -> Options:
     return opts
 
 
-def _server_env(db: Path) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("GATEWAY_") and k != "PROMETHEUS_MULTIPROC_DIR"
-    }
-    env["BOOKSTORE_DB"] = str(db)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -173,36 +159,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("wrk is required (apt-get install wrk)", file=sys.stderr)
             return 1
     failures: list[str] = []
-    with (
-        tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp,
-        terminate_on_sigterm(),
-    ):
-        workdir = Path(tmp)
-        db = workdir / "bookstore.db"
-        seed_database(db)
-        with Processes(workdir, cores, _server_env(db)) as procs:
-            wrk = (
-                Wrk(wrk_binary, workdir, cores, opts.connections, lambda: procs.servers)
-                if wrk_binary
-                else None
-            )
-            if wrk is not None and opts.quick:
-                wrk.waiting_budget = 20.0  # a smoke test waits little for a quiet machine
-            ctx = Context(opts, workdir, cores, procs, wrk)
-            try:
-                for rows, section in SECTIONS:
-                    if not opts.sections & set(rows.split(",")):
-                        continue
-                    try:
-                        section(ctx)
-                    except (ServerFailed, RuntimeError, OSError) as exc:
-                        failures.append(f"rows {rows}: {str(exc).splitlines()[0]}")
-                        log(f"rows {rows} failed: {exc}")
-                        procs.stop_all()
-            except KeyboardInterrupt:
-                log("interrupted: stopping every server")
-                procs.stop_all()
-                return 130
+    with workspace("gateway-bench-") as (workdir, env), Processes(workdir, cores, env) as procs:
+        wrk = (
+            Wrk(wrk_binary, workdir, cores, opts.connections, lambda: procs.servers)
+            if wrk_binary
+            else None
+        )
+        if wrk is not None and opts.quick:
+            wrk.waiting_budget = 20.0  # a smoke test waits little for a quiet machine
+        ctx = Context(opts, workdir, cores, procs, wrk)
+        try:
+            for rows, section in SECTIONS:
+                if not opts.sections & set(rows.split(",")):
+                    continue
+                try:
+                    section(ctx)
+                except (ServerFailed, RuntimeError, OSError) as exc:
+                    failures.append(f"rows {rows}: {str(exc).splitlines()[0]}")
+                    log(f"rows {rows} failed: {exc}")
+                    procs.stop_all()
+        except KeyboardInterrupt:
+            log("interrupted: stopping every server")
+            procs.stop_all()
+            return 130
     elapsed = time.monotonic() - started
     print(
         f"Gateway benchmark: {os.cpu_count()} cores ({_cpu_model()}), "

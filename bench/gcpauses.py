@@ -21,7 +21,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -39,8 +38,7 @@ from bench.harness import (
     free_port,
     log,
     reload_and_settle,
-    seed_database,
-    terminate_on_sigterm,
+    workspace,
 )
 
 
@@ -85,13 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cores = Cores.detect()
     if cores.load is not None:
         os.sched_setaffinity(0, {cores.load})
-    with tempfile.TemporaryDirectory(prefix="gateway-gc-") as tmp, terminate_on_sigterm():
-        workdir = Path(tmp)
-        db = workdir / "bookstore.db"
-        seed_database(db)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-        env["BOOKSTORE_DB"] = str(db)
-        env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    with workspace("gateway-gc-") as (workdir, env):
         config = tables.write(workdir, "routes.yaml", tables.generated(args.routes))
         report = workdir / "gc.json"
         variant = [sys.executable, "-m", "bench.variant", "--gc-report", str(report)]

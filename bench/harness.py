@@ -29,6 +29,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
@@ -125,6 +126,29 @@ class Cores:
         if self.server is None:
             return "no pinning (fewer than 2 cores, or no taskset)"
         return f"servers on core {self.server}, wrk on core {self.load}"
+
+
+@contextlib.contextmanager
+def workspace(prefix: str) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A temporary directory holding a seeded bookstore database, and the environment
+    the servers run with; Ctrl-C and SIGTERM unwind it alike."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp, terminate_on_sigterm():
+        workdir = Path(tmp)
+        db = workdir / "bookstore.db"
+        seed_database(db)
+        yield workdir, server_env(db)
+
+
+def server_env(db: Path) -> dict[str, str]:
+    """This environment without the gateway's own settings, on database `db`."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("GATEWAY_") and k != "PROMETHEUS_MULTIPROC_DIR"
+    }
+    env["BOOKSTORE_DB"] = str(db)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
 
 
 def seed_database(path: Path) -> None:

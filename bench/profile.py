@@ -21,7 +21,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,8 +34,7 @@ from bench.harness import (
     ensure_tool,
     free_port,
     log,
-    seed_database,
-    terminate_on_sigterm,
+    workspace,
 )
 
 SCENARIOS = ("new", "legacy", "remote", "routes-10000")
@@ -87,54 +85,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     cores = Cores.detect()
     if cores.load is not None:
         os.sched_setaffinity(0, {cores.load})
-    with tempfile.TemporaryDirectory(prefix="gateway-profile-") as tmp, terminate_on_sigterm():
-        workdir = Path(tmp)
-        db = workdir / "bookstore.db"
-        seed_database(db)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-        env["BOOKSTORE_DB"] = str(db)
-        env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
-        with Processes(workdir, cores, env) as procs:
-            gateway = _start(args, procs, cores, workdir)
-            wrk = Wrk(wrk_binary, workdir, cores, args.connections)
-            wrk.run(gateway.base + tables.MEASURED_PATH, 2)
-            raw = workdir / "profile.txt"
-            load = subprocess.Popen(
-                cores.pin(
-                    cores.load,
-                    [
-                        wrk_binary,
-                        "-t1",
-                        f"-c{args.connections}",
-                        f"-d{args.seconds + 3}s",
-                        gateway.base + tables.MEASURED_PATH,
-                    ],
-                ),
-                stdout=subprocess.DEVNULL,
-            )
-            time.sleep(1)
-            record = [
-                py_spy,
-                "record",
-                "--pid",
-                str(gateway.pid),
-                "--duration",
-                str(args.seconds),
-                "--rate",
-                "200",
-                "--gil",
-                "--format",
-                "raw",
-                "--output",
-                str(raw),
-            ]
-            record += ["--native"] if args.native else ["--nonblocking"]
-            log(f"sampling {gateway.name} for {args.seconds}s under load")
-            subprocess.run(record, check=False, capture_output=True)
-            load.wait()
-            print(summarise(raw, args.top) if raw.exists() else "py-spy wrote no profile")
-            if os.environ.get("BENCH_KEEP_PROFILE"):
-                shutil.copy(raw, os.environ["BENCH_KEEP_PROFILE"])
+    with workspace("gateway-profile-") as (workdir, env), Processes(workdir, cores, env) as procs:
+        gateway = _start(args, procs, cores, workdir)
+        wrk = Wrk(wrk_binary, workdir, cores, args.connections)
+        wrk.run(gateway.base + tables.MEASURED_PATH, 2)
+        raw = workdir / "profile.txt"
+        load = subprocess.Popen(
+            cores.pin(
+                cores.load,
+                [
+                    wrk_binary,
+                    "-t1",
+                    f"-c{args.connections}",
+                    f"-d{args.seconds + 3}s",
+                    gateway.base + tables.MEASURED_PATH,
+                ],
+            ),
+            stdout=subprocess.DEVNULL,
+        )
+        time.sleep(1)
+        record = [
+            py_spy,
+            "record",
+            "--pid",
+            str(gateway.pid),
+            "--duration",
+            str(args.seconds),
+            "--rate",
+            "200",
+            "--gil",
+            "--format",
+            "raw",
+            "--output",
+            str(raw),
+        ]
+        record += ["--native"] if args.native else ["--nonblocking"]
+        log(f"sampling {gateway.name} for {args.seconds}s under load")
+        subprocess.run(record, check=False, capture_output=True)
+        load.wait()
+        print(summarise(raw, args.top) if raw.exists() else "py-spy wrote no profile")
+        if os.environ.get("BENCH_KEEP_PROFILE"):
+            shutil.copy(raw, os.environ["BENCH_KEEP_PROFILE"])
     return 0
 
 
