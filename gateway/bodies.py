@@ -12,6 +12,27 @@ from gateway.types import Message, Receive, Scope
 BODY_CAP = 1024 * 1024
 
 
+class ClientWatch:
+    """The backend's `receive` for a request with a body: notes a client that went
+    away before the body was complete, so that the backend's failure to read it
+    is not taken for the backend's fault."""
+
+    __slots__ = ("_receive", "complete", "gone")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.complete = False
+        self.gone = False  # left before the body was complete (not after: that is no excuse)
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.complete = not message.get("more_body", False)
+        elif message["type"] == "http.disconnect" and not self.complete:
+            self.gone = True
+        return message
+
+
 def has_body(scope: Scope) -> bool:
     for name, value in scope["headers"]:
         if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):

@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from gateway.bodies import BodyRecorder, has_body
+from gateway.bodies import BodyRecorder, ClientWatch, has_body
 from gateway.errors import BackendFailure
 from gateway.shadow import Captured, ShadowRunner
 from gateway.table import Route, Target
@@ -32,6 +32,7 @@ from gateway.types import Headers, Message, Receive, Scope, Send
 log = logging.getLogger("gateway.dispatch")
 
 HOLD_LIMIT = 64 * 1024
+CLIENT_CLOSED = 499  # the status logged and counted when the client left first (as nginx)
 _REQUEST_ID = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(rb"^[\x21-\x7e]{1,128}$")
 
@@ -162,13 +163,21 @@ async def serve(
         or not shadower.wants(method, random.random())
     ):
         shadower = None
+    bodied = has_body(scope)
+    watch = ClientWatch(receive) if bodied else None
+    if watch is not None:
+        receive = watch.receive
     recorder = BodyRecorder(receive) if fallback is not None or shadower is not None else None
-    if shadower is not None and recorder is not None and has_body(scope):
+    if shadower is not None and recorder is not None and bodied:
         await recorder.preload()
     capture = Captured() if shadower is not None else None
     exchange, failure = await _attempt(
-        target, scope, recorder.receive if recorder else receive, send, rid, capture
+        target, scope, recorder.receive if recorder else receive, send, rid, capture, watch
     )
+    if exchange.status == CLIENT_CLOSED:
+        # Nothing to hold against the backend: no rollback vote, no fallback, no shadow.
+        await _finish(route, target, scope, exchange, failure, request_id)
+        return
     failed = failure is not None or exchange.status >= 500
     if route.rollback is not None and target is route.primary:
         route.rollback.record(failed)
@@ -179,7 +188,7 @@ async def serve(
             if failure is not None:
                 _count_failure(target, failure)
             exchange.held = None
-            exchange, failure = await _attempt(fallback, scope, replay, send, rid)
+            exchange, failure = await _attempt(fallback, scope, replay, send, rid, watch=watch)
             target = fallback
     await _finish(route, target, scope, exchange, failure, request_id)
     # Compare only what the primary itself answered (not a failure, not a fallback's answer).
@@ -197,8 +206,12 @@ async def _attempt(
     send: Send,
     rid: tuple[bytes, bytes],
     capture: Captured | None = None,
+    watch: ClientWatch | None = None,
 ) -> tuple[_Exchange, BackendFailure | None]:
-    """Call one backend. A 5xx answer stays held; the caller decides what reaches the client."""
+    """Call one backend. A 5xx answer stays held; the caller decides what reaches the client.
+
+    A failure after the client went away mid-body is the client's doing: the exchange
+    then has status CLIENT_CLOSED and no failure is returned."""
     exchange = _Exchange(send, [*target.response_headers, rid], capture)
     backend = target.backend
     metrics = target.metrics
@@ -226,6 +239,10 @@ async def _attempt(
         backend.active -= 1
         if metrics is not None:
             metrics.in_flight.dec()
+    if failure is not None and watch is not None and watch.gone and not exchange.sent:
+        failure = None
+        exchange.held = None
+        exchange.status = CLIENT_CLOSED
     if metrics is not None:
         status = failure.status if failure is not None and not exchange.sent else exchange.status
         method = scope.get("method", "WEBSOCKET")
@@ -242,6 +259,17 @@ async def _finish(
     request_id: str,
 ) -> None:
     """Deliver the final answer: the held response, or the gateway's own for a failure."""
+    if exchange.status == CLIENT_CLOSED:
+        log.info(
+            "client went away before its request body was sent: route=%s backend=%s "
+            "request_id=%s %s %s",
+            route.id,
+            target.name,
+            request_id,
+            scope["method"],
+            scope["path"],
+        )
+        return
     if failure is None:
         await exchange.flush()
         return

@@ -128,8 +128,6 @@ class HTTPBackend:
                 allow_redirects=False,
                 timeout=self.timeout,
             )
-        except _ClientGone:
-            return
         except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
             reason = f"upstream timed out ({type(exc).__name__})"
             raise BackendFailure(504, "timeout", reason) from None
@@ -169,7 +167,8 @@ class HTTPBackend:
 
 
 class _ClientGone(Exception):
-    """The client disconnected while its request body was being forwarded."""
+    """Ends the upload of a body whose client went away (aiohttp reports it as a client
+    error; the dispatcher, having seen the disconnect, puts it down to the client)."""
 
 
 async def _request_body(receive: Receive) -> AsyncIterator[bytes]:

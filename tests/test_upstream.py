@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import Gateway
+from gateway.bodies import ClientWatch
 from gateway.settings import Settings
 from tests import apps
 from tests.harness import ThreadServer, free_port, write_routes
@@ -165,3 +170,101 @@ def test_demo_sse_stream_through_the_gateway(tmp_path: Path) -> None:
     assert "event: created" in text
     assert "event: updated" in text
     assert '"year":1999' in text.replace(" ", "")
+
+
+@pytest.mark.parametrize(
+    ("backend", "code"),
+    [
+        ("remote", "499"),
+        ("new", "499"),
+        # a2wsgi ends wsgi.input at the disconnect; the WSGI app answers what it read.
+        ("legacy", "200"),
+    ],
+)
+def test_a_client_leaving_mid_upload_is_not_held_against_the_backend(
+    tmp_path: Path,
+    upstream: ThreadServer,
+    backend: str,
+    code: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Three aborted uploads: no backend error, no rollback, no fallback; a backend that
+    fails on the missing body is counted as 499 (the client left first, as nginx says)."""
+    caplog.set_level(logging.INFO)
+    text = f"""\
+version: 1
+backends:
+  remote: {{url: "{upstream.url}", timeout: 10}}
+  new: {{asgi: "tests.apps:asgi"}}
+  legacy: {{wsgi: "tests.apps:wsgi"}}
+  spare: {{asgi: "tests.apps:asgi"}}
+default: remote
+routes:
+  - id: up
+    path: /upload
+    backend: {backend}
+    fallback: spare
+    rollback: {{error_ratio: 0.5, window: 60, min_requests: 3}}
+"""
+    path = write_routes(tmp_path, text)
+    with ThreadServer(Gateway(Settings(config=str(path)))) as gw:
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+                sock.sendall(
+                    b"POST /upload HTTP/1.1\r\nHost: gw\r\nContent-Length: 100000\r\n\r\n"
+                    + b"x" * 1000
+                )
+                time.sleep(0.1)  # the backend is reading the body when the client leaves
+        aborted = ("gateway_requests_total", backend, code)
+        deadline = time.monotonic() + 5
+        while (samples := _samples(gw.url)).get(aborted) != 3:
+            assert time.monotonic() < deadline, samples
+            time.sleep(0.05)
+        routes = httpx.get(gw.url + "/-/routes", timeout=5).json()["routes"]
+    assert routes[0]["backend"] == backend  # no rollback
+    assert path.read_text() == text
+    counted = {key: n for key, n in samples.items() if n}
+    assert counted == {aborted: 3}  # no backend error, no fallback, nothing else
+    assert not [r for r in caplog.records if "backend failed" in r.getMessage()]
+    gone = [r.getMessage() for r in caplog.records if "client went away" in r.getMessage()]
+    assert len(gone) == (3 if code == "499" else 0)
+    assert all(
+        m.startswith(
+            f"client went away before its request body was sent: route=up backend={backend}"
+        )
+        for m in gone
+    )
+
+
+def _samples(url: str) -> dict[tuple[str, str, str], float]:
+    """Route `up`'s request, error and fallback counts: (name, backend, code or kind)."""
+    found = {}
+    text = httpx.get(url + "/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if labels.get("route") != "up" or not sample.name.endswith("_total"):
+                continue
+            backend = labels.get("backend", labels.get("from", ""))
+            found[(sample.name, backend, labels.get("code", labels.get("kind", "")))] = sample.value
+    return found
+
+
+def test_only_a_disconnect_before_the_body_is_complete_excuses_a_backend() -> None:
+    async def gone_after(messages: list[dict[str, object]]) -> bool:
+        pending = iter(messages)
+
+        async def receive() -> dict[str, object]:
+            return next(pending)
+
+        watch = ClientWatch(receive)
+        for _ in messages:
+            await watch.receive()
+        return watch.gone
+
+    part = {"type": "http.request", "body": b"a", "more_body": True}
+    last = {"type": "http.request", "body": b"b", "more_body": False}
+    leave = {"type": "http.disconnect"}
+    assert asyncio.run(gone_after([part, leave])) is True
+    # The whole body arrived: a backend failing afterwards has no excuse.
+    assert asyncio.run(gone_after([part, last, leave])) is False
