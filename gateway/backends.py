@@ -86,9 +86,10 @@ class ASGIBackend:
             self._lifespan = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Like a server does, give each request a shallow copy of the lifespan state.
-        scope["state"] = self.state.copy()
-        await self.app(scope, receive, send)
+        # A scope of its own, as a server gives each app: frameworks rewrite theirs
+        # (root_path, path_params, router), and the same request may go on to a
+        # fallback or a shadow backend. Like a server, a copy of the lifespan state.
+        await self.app({**scope, "state": self.state.copy()}, receive, send)
 
 
 class _Lifespan:

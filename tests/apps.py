@@ -12,7 +12,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from gateway.types import Receive, Scope, Send
@@ -75,6 +75,10 @@ async def forever(request: Request) -> StreamingResponse:
     return StreamingResponse(chunks(), media_type="text/event-stream")
 
 
+async def status_unavailable(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("down", status_code=503)
+
+
 async def status(request: Request) -> PlainTextResponse:
     return PlainTextResponse("status", status_code=int(request.path_params["code"]))
 
@@ -121,6 +125,11 @@ asgi = Starlette(
     ],
     lifespan=lifespan,
 )
+
+
+# A mounted sub-application that is down: Starlette rewrites root_path and path_params
+# in the scope it is given; nothing of that may reach the backend tried next.
+mounted = Starlette(routes=[Mount("/api", routes=[Route("/{rest:path}", status_unavailable)])])
 
 
 def wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:

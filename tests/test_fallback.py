@@ -215,3 +215,20 @@ def test_rollback_never_flips_back_by_itself(tmp_path: Path) -> None:
             client.get("/fail")  # legacy echoes fine: nothing to roll back
         time.sleep(0.2)
     assert path.read_text() == text
+
+
+def test_the_fallback_sees_the_request_as_the_client_sent_it(tmp_path: Path) -> None:
+    """A mounted Starlette primary rewrites its scope (root_path, path_params): the
+    WSGI fallback must still get the original path, not /x under SCRIPT_NAME /api."""
+    path = write_routes(
+        tmp_path,
+        "version: 1\n"
+        + TEST_BACKENDS
+        + '  mounted: {asgi: "tests.apps:mounted"}\n'
+        + "routes:\n  - {id: api, path: '/api/{rest:path}', backend: mounted, fallback: legacy}\n",
+    )
+    with gateway_client(path) as client:
+        r = client.get("/api/x")
+    assert r.status_code == 200
+    assert r.headers["x-gateway-backend"] == "legacy"
+    assert r.json()["path"] == "/api/x"
