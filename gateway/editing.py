@@ -77,7 +77,7 @@ def set_canary(
     percent = float(percent)
     if not 0 <= percent <= 100:
         raise EditError(f"percent must be from 0 to 100 (got {percent:g})", status=422)
-    text = f"{percent:g}"
+    text = _number(percent)
 
     def edit(current: GatewayConfig, routes: dict[str, yaml.MappingNode]) -> Edit:
         route = _known_route(current, route_id)
@@ -177,9 +177,7 @@ def _splice(
         start, end = node.start_mark.index, node.end_mark.index
         changes.append((start, end, _scalar(value, text[start:end])))
     for mapping, line in additions:
-        last_value = mapping.value[-1][1]
-        eol = text.find("\n", last_value.end_mark.index)  # after any trailing comment
-        eol = len(text) if eol < 0 else eol
+        eol = _end_of_last_line(text, mapping.value[-1][1].end_mark.index)
         indent = " " * mapping.value[0][0].start_mark.column
         changes.append((eol, eol, "\n" + indent + line))
     # Positions are character offsets; apply from the end so earlier ones stay valid.
@@ -188,10 +186,32 @@ def _splice(
     return text.encode("utf-8")
 
 
+def _end_of_last_line(text: str, end: int) -> int:
+    """Where the line holding a value's last character ends (after its comment).
+
+    A block list or mapping ends where the next token starts, the next route say:
+    lines that hold nothing but blanks or comments before it are not the value's."""
+    lines = text[:end].splitlines(keepends=True)
+    while lines and (not lines[-1].strip() or lines[-1].lstrip().startswith("#")):
+        lines.pop()
+    start = sum(len(line) for line in lines[:-1])
+    eol = text.find("\n", start)
+    return len(text) if eol < 0 else eol
+
+
+def _number(value: float) -> str:
+    """`value` as YAML reads it back as a number: no exponent (YAML 1.1 takes `1e-05`
+    for a string), every significant digit, `5` rather than `5.0`."""
+    text = repr(value)
+    if "e" in text:
+        text = f"{value:.15f}".rstrip("0")
+    return text.removesuffix(".0").rstrip(".")
+
+
 def _scalar(value: str | float, old: str) -> str:
     """Write `value` the way the old scalar was written (plain, 'single' or "double")."""
     if isinstance(value, float):
-        return f"{value:g}"
+        return _number(value)
     if old.startswith("'") and "'" not in value:
         return f"'{value}'"
     if old.startswith('"') or not _PLAIN.match(value):

@@ -156,3 +156,36 @@ def test_admin_api_sets_the_percent(tmp_path: Path) -> None:
         r = client.put("/-/routes/book", json={"canary": {"percent": "ten"}})
         assert r.status_code == 400
     assert "percent: 100," in path.read_text()
+
+
+def test_canary_goes_under_its_route_when_the_route_ends_in_a_block_list(tmp_path: Path) -> None:
+    """The last key's value is a block list: its end is the next route's start."""
+    text = (
+        "version: 1\n"
+        + TEST_BACKENDS
+        + "routes:\n"
+        + "  - id: listed\n    path: /listed\n    backend: legacy\n    methods:\n"
+        + "      - GET\n      - HEAD   # reads only\n"
+        + "  # the next one\n"
+        + "  - id: next\n    path: /next\n    backend: legacy\n"
+    )
+    path = write_routes(tmp_path, text)
+    assert main(["canary", "listed", "5", "--backend", "new", "--config", str(path)]) == 0
+    assert path.read_text() == text.replace(
+        "      - HEAD   # reads only\n",
+        "      - HEAD   # reads only\n    canary: {backend: new, percent: 5}\n",
+    )
+    config = parse_config(path.read_bytes(), str(path))
+    assert config.route("listed").canary is not None
+    assert config.route("next").canary is None
+
+
+@pytest.mark.parametrize(("percent", "written"), [(0.00001, "0.00001"), (33.3333333, "33.3333333")])
+def test_canary_percent_is_written_as_a_number_yaml_reads_back_exactly(
+    tmp_path: Path, percent: float, written: str
+) -> None:
+    path = write_routes(tmp_path, TABLE)
+    assert main(["canary", "book", str(percent), "--config", str(path)]) == 0
+    assert f"percent: {written}, sticky" in path.read_text()
+    canary = parse_config(path.read_bytes(), str(path)).route("book").canary
+    assert canary is not None and canary.percent == percent
