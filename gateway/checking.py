@@ -30,6 +30,7 @@ from gateway.matching import TemplateError, parse_template
 from gateway.policy import POLICY_KEYS, PolicyChecker
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+MAX_TIMEOUT = 3600.0  # seconds: a backend timeout past an hour is a mistake (or .inf)
 _IMPORT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _TOP_KEYS = ("version", "backends", "default", "routes")
 _BACKEND_KEYS = (*BACKEND_KINDS, "timeout")
@@ -51,6 +52,7 @@ class Checker:
         self.source = source
         self.problems: list[Problem] = []
         self._loader = yaml.SafeLoader("")
+        self._unreadable: set[int] = set()  # ids of nodes already reported unreadable
 
     def at(self, node: yaml.Node) -> Position:
         return Position(self.source, node.start_mark.line + 1, node.start_mark.column + 1)
@@ -87,7 +89,26 @@ class Checker:
             return _NOT_SCALAR
         # A loader of this check's own: a constructor caches every node it builds, and a
         # shared one would keep each parsed file alive for the life of the process.
-        return self._loader.construct_object(node, deep=True)
+        try:
+            return self._loader.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, OverflowError) as exc:  # !tag, 2024-02-30, ...
+            reason = getattr(exc, "problem", None) or str(exc)
+            if id(node) not in self._unreadable:  # one report per node, however often read
+                self._unreadable.add(id(node))
+                self.problem(node, f"cannot read this value: {reason}")
+            return _UNREADABLE
+
+    def number(
+        self, node: yaml.Node, what: str, low: float, high: float, low_open: bool = False
+    ) -> float | None:
+        """A number from `low` (or above it) to `high`; anything else is reported."""
+        value = self.scalar(node)
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if number and (low < value or (value == low and not low_open)) and value <= high:
+            return float(value)
+        bound = f"above {low:g}" if low_open else f"from {low:g}"
+        self.problem(node, f"{what} must be a number {bound} to {high:g} (got {value!r})")
+        return None
 
     def string(self, node: yaml.Node, what: str) -> str | None:
         value = self.scalar(node)
@@ -175,12 +196,9 @@ class Checker:
             return None
         timeout = None
         if "timeout" in entries:
-            tnode = entries["timeout"][1]
-            value = self.scalar(tnode)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                self.problem(tnode, f"{what}: 'timeout' must be a number of seconds above 0")
-            else:
-                timeout = float(value)
+            timeout = self.number(
+                entries["timeout"][1], f"{what}: 'timeout' (seconds)", 0, MAX_TIMEOUT, low_open=True
+            )
         return BackendSpec(name, kind, target, timeout, where=self.at(value_node))
 
     def routes(
@@ -320,9 +338,12 @@ class Checker:
         methods: list[str] = []
         for item in node.value:
             value = self.scalar(item)
-            method = value.upper() if isinstance(value, str) else None
+            if not isinstance(value, str):
+                self.problem(item, f"{what}: 'methods' lists names such as GET (got {value!r})")
+                return False, None
+            method = value.upper()
             if method not in HTTP_METHODS:
-                advice = hint(str(value).upper(), HTTP_METHODS)
+                advice = hint(method, HTTP_METHODS)
                 self.problem(item, f"{what}: unknown HTTP method {value!r}; {advice}")
                 return False, None
             if method in methods:
@@ -350,7 +371,19 @@ class Checker:
                 claims[(shape, method)] = route
 
 
-_NOT_SCALAR = object()
+class _Unusable:
+    """What `Checker.scalar` gives for a value that is no usable scalar; it reads well
+    in a problem's "(got ...)"."""
+
+    def __init__(self, shown: str) -> None:
+        self.shown = shown
+
+    def __repr__(self) -> str:
+        return self.shown
+
+
+_NOT_SCALAR = _Unusable("a list or mapping")
+_UNREADABLE = _Unusable("an unreadable value")
 
 
 def _check_url(url: str) -> str | None:

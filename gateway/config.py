@@ -160,10 +160,15 @@ def parse_config(
         ) from None
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(Position(source, 1, 1), f"invalid YAML: {exc}")]) from None
+    except RecursionError:
+        raise ConfigError([Problem(Position(source, 1, 1), _TOO_DEEP)]) from None
     from gateway.checking import Checker  # the checker builds on this module's types
 
     checker = Checker(source)
-    config = checker.config(root)
+    try:
+        config = checker.config(root)
+    except RecursionError:
+        raise ConfigError([Problem(Position(source, 1, 1), _TOO_DEEP)]) from None
     if resolve_imports and config is not None:
         for spec in config.backends:
             if spec.kind != "url":
@@ -180,6 +185,9 @@ def parse_config(
         source=source,
         sha256=digest,
     )
+
+
+_TOO_DEEP = "the file is nested too deeply to be a route table"
 
 
 def import_target(target: str) -> Any:

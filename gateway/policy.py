@@ -118,16 +118,7 @@ class PolicyChecker:
     def number(
         self, node: yaml.Node, what: str, low: float, high: float, low_open: bool = False
     ) -> float | None:
-        value = self.c.scalar(node)
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        if number and (low < value or (value == low and not low_open)) and value <= high:
-            return float(value)
-        shown = repr(value) if isinstance(node, yaml.ScalarNode) else "a list or mapping"
-        bound = f"above {low:g}" if low_open else f"from {low:g}"
-        self.c.problem(
-            node, f"{self.what}: {what} must be a number {bound} to {high:g} (got {shown})"
-        )
-        return None
+        return self.c.number(node, f"{self.what}: {what}", low, high, low_open)
 
     def canary(self, node: yaml.Node) -> tuple[bool, CanarySpec | None]:
         what = f"{self.what}: 'canary'"

@@ -203,6 +203,60 @@ def test_broken_files(text: str, expected: str) -> None:
     assert problems(text)[0].startswith(expected)
 
 
+BASE = "version: 1\nbackends:\n  new: {asgi: 'tests.apps:asgi'}\nroutes:\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            BASE + "  - {id: !mytag x, path: /x, backend: new}\n",
+            [
+                "routes.yaml:5:10: cannot read this value: could not determine a constructor "
+                "for the tag '!mytag'",
+                "routes.yaml:5:10: route #1: 'id' must be a non-empty string",
+            ],
+        ),
+        (
+            BASE + "  - {id: x, path: /x, backend: new, methods: [2024-02-30]}\n",
+            [
+                "routes.yaml:5:47: cannot read this value: day is out of range for month",
+                "routes.yaml:5:47: route 'x': 'methods' lists names such as GET "
+                "(got an unreadable value)",
+            ],
+        ),
+        (
+            BASE + "  - {id: x, path: /x, backend: new, methods: [[GET]]}\n",
+            [
+                "routes.yaml:5:47: route 'x': 'methods' lists names such as GET "
+                "(got a list or mapping)"
+            ],
+        ),
+        (
+            "version: 1\nbackends: " + "[" * 5000 + "\n",
+            ["routes.yaml:1:1: the file is nested too deeply to be a route table"],
+        ),
+    ],
+)
+def test_values_yaml_cannot_construct_are_problems_not_crashes(
+    text: str, expected: list[str]
+) -> None:
+    assert problems(text) == expected
+
+
+@pytest.mark.parametrize("timeout", [".inf", ".nan", "1" + "0" * 400, "0", "-1", "3601", "[1]"])
+def test_backend_timeout_must_be_a_finite_number_of_seconds(timeout: str) -> None:
+    found = problems(
+        f"version: 1\nbackends:\n  remote: {{url: 'http://127.0.0.1:5000', timeout: {timeout}}}\n"
+    )
+    assert len(found) == 1
+    assert found[0].startswith(
+        "routes.yaml:3:51: backend 'remote': 'timeout' (seconds) must be a number above 0 to "
+        "3600 (got "
+    )
+    assert "<object" not in found[0]
+
+
 def test_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "missing.yaml")
