@@ -129,6 +129,7 @@ class Gateway:
             config, backends, self.metrics, self.settings.route_headers, self.policies
         )
         self.table = table  # the swap: one assignment, no lock on the request path
+        self.policies.forget_unused(table)
         self._pool.retire(backends)
         if self.metrics is not None:
             self.metrics.reload_result(True, table.loaded_at)
@@ -296,6 +297,12 @@ class Policies:
             watch = RollbackWatch(route_id, backend, fallback, spec, self._trip)
             self.watches[key] = watch
         return watch
+
+    def forget_unused(self, table: RouteTable) -> None:
+        """Drop the rollback watches `table` no longer uses: a route an operator moves
+        back after a rollback starts over with an empty window, not a tripped watch."""
+        used = {id(route.rollback) for route in table.routes if route.rollback is not None}
+        self.watches = {key: w for key, w in self.watches.items() if id(w) in used}
 
     def _trip(self, watch: RollbackWatch, total: int, failed: int) -> None:
         log.error(

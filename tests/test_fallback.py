@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from starlette.testclient import TestClient
 
 from gateway.policy import RollbackSpec
 from gateway.rollback import RollbackWatch
@@ -232,3 +233,31 @@ def test_the_fallback_sees_the_request_as_the_client_sent_it(tmp_path: Path) -> 
     assert r.status_code == 200
     assert r.headers["x-gateway-backend"] == "legacy"
     assert r.json()["path"] == "/api/x"
+
+
+def test_a_route_moved_back_after_a_rollback_is_watched_afresh(tmp_path: Path) -> None:
+    text = TABLE.replace(
+        "  - id: fail\n    path: /fail\n    backend: new\n    fallback: legacy\n",
+        "  - id: fail\n    path: /fail\n    backend: new\n    fallback: legacy\n"
+        "    rollback: {error_ratio: 0.5, window: 60, min_requests: 5}\n",
+    )
+    path = write_routes(tmp_path, text)
+
+    def backend_now(client: TestClient) -> str:
+        route: str = client.get("/-/routes").json()["routes"][0]["backend"]
+        return route
+
+    with gateway_client(path, watch_interval=5) as client:
+        for expected_rollbacks in (1, 2):
+            for _ in range(5):
+                assert client.get("/fail").status_code == 200  # the fallback answers
+            deadline = time.monotonic() + 5
+            while backend_now(client) != "legacy":
+                assert time.monotonic() < deadline, f"rollback {expected_rollbacks} missing"
+                time.sleep(0.02)
+            counted = 'gateway_rollbacks_total{route="fail"} ' + f"{expected_rollbacks}.0"
+            assert counted in client.get("/metrics").text
+            # The operator moves it back to try again: a fresh window, able to trip again.
+            r = client.put("/-/routes/fail", json={"backend": "new"})
+            assert r.status_code == 200
+            assert backend_now(client) == "new"
