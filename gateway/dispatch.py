@@ -139,9 +139,11 @@ async def serve(
 ) -> None:
     """Serve a request (HTTP or WebSocket) on `route`."""
     request_id, from_client = request_id_of(scope)
-    if not from_client:
+    if not from_client:  # none, or one not fit to pass on: the backend sees ours only
         scope = dict(scope)
-        scope["headers"] = [*scope["headers"], (_REQUEST_ID, request_id.encode())]
+        headers = [h for h in scope["headers"] if h[0] != _REQUEST_ID]
+        headers.append((_REQUEST_ID, request_id.encode()))
+        scope["headers"] = headers
     rid = (_REQUEST_ID, request_id.encode())
     target = route.primary
     canary = route.canary_target

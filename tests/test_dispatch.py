@@ -82,8 +82,12 @@ def test_asgi_backend_gets_lifespan_state_and_request_id(routes: Path) -> None:
 def test_invalid_client_request_id_is_replaced(routes: Path) -> None:
     with gateway_client(routes) as client:
         r = client.get("/new/x", headers={"X-Request-ID": "bad id with spaces"})
+        legacy = client.get("/legacy/x", headers={"X-Request-ID": "bad id with spaces"})
     assert r.headers["x-request-id"] != "bad id with spaces"
     assert r.json()["headers"]["x-request-id"] == r.headers["x-request-id"]
+    # The backend sees only the replacement (a WSGI app would get both, joined by a comma).
+    assert legacy.headers["x-gateway-backend"] == "legacy"
+    assert legacy.json()["request_id"] == legacy.headers["x-request-id"]
 
 
 def test_route_headers_can_be_turned_off(routes: Path) -> None:
