@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from gateway.app import Gateway
+from gateway.settings import Settings
 from tests import apps
 from tests.harness import ThreadServer, free_port, gateway_client, write_routes
 
@@ -153,3 +157,29 @@ def test_metrics_path_is_configurable(routes: Path) -> None:
     with gateway_client(routes, metrics_path="/-metrics") as client:
         assert "gateway_requests_total" in client.get("/-metrics").text
         assert client.get("/metrics").headers["x-gateway-backend"] == "legacy"
+
+
+def test_requests_are_answered_while_a_scrape_renders(routes: Path) -> None:
+    """A large table's exposition takes seconds to render: not on the event loop."""
+    rendering = threading.Event()
+    release = threading.Event()
+    gateway = Gateway(Settings(config=str(routes)))
+    assert gateway.metrics is not None
+    render = gateway.metrics.render
+
+    def slow_render() -> tuple[bytes, str]:
+        rendering.set()
+        assert release.wait(10)
+        return render()
+
+    gateway.metrics.render = slow_render  # type: ignore[method-assign]
+    with ThreadServer(gateway) as server:
+        scrape = threading.Thread(target=lambda: httpx.get(server.url + "/metrics", timeout=15))
+        scrape.start()
+        assert rendering.wait(5)
+        r = httpx.get(server.url + "/new/x", timeout=5)  # answered while the scrape waits
+        assert r.status_code == 200
+        release.set()
+        scrape.join(15)
+        metrics = httpx.get(server.url + "/metrics", timeout=5).text
+    assert 'route="new.echo"' in metrics
