@@ -1,7 +1,8 @@
 """`gateway serve`: run the gateway under uvicorn, with one or several workers.
 
 The route file is validated before anything binds a port, so an invalid file
-fails fast with the same report as `gateway check` and exit code 1. Settings
+fails fast with the same report as `gateway check` and exit code 1; so does a
+gateway whose backends fail to start (with any number of workers). Settings
 reach every worker through `GATEWAY_*` environment variables, and each worker
 builds its own `Gateway` from them (uvicorn's factory mode).
 
@@ -163,8 +164,12 @@ def serve(args: argparse.Namespace) -> int:
     try:
         if args.workers == 1:
             server = uvicorn.Server(config)
-            server.run()
+            try:
+                server.run()
+            except SystemExit as exc:  # uvicorn exits with STARTUP_FAILURE (3)
+                return 0 if exc.code in (0, None) else 1
             return 0 if server.started else 1
+        from uvicorn.config import STARTUP_FAILURE
         from uvicorn.supervisors import Multiprocess
 
         class Supervisor(Multiprocess):
@@ -175,8 +180,12 @@ def serve(args: argparse.Namespace) -> int:
                         os.kill(process.pid, signal.SIGHUP)
 
         sock = config.bind_socket()
-        Supervisor(config, sockets=[sock]).run()
-        return 0
+        supervisor = Supervisor(config, sockets=[sock])
+        supervisor.run()
+        # A worker that could not start stops the supervisor (uvicorn's rule): that
+        # is a failure to report, or a service manager would take it for a clean exit.
+        failed = any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes)
+        return 1 if failed else 0
     finally:
         if state_dir is not None:
             shutil.rmtree(state_dir, ignore_errors=True)

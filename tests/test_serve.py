@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.harness import ROOT
+import pytest
+
+from tests.harness import ROOT, free_port
 
 
 def test_serve_refuses_an_invalid_file_with_the_check_report(tmp_path: Path) -> None:
@@ -29,6 +31,24 @@ def test_serve_refuses_an_invalid_file_with_the_check_report(tmp_path: Path) -> 
         f"{path}: invalid; the gateway did not start",
     ]
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_exits_1_when_a_backend_fails_to_start(tmp_path: Path, workers: str) -> None:
+    path = tmp_path / "routes.yaml"
+    path.write_text("version: 1\nbackends:\n  new: {asgi: 'tests.apps:failing_startup'}\n")
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)),
+            *("--port", str(free_port()), "--workers", workers),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "backend 'new' failed to start: database unreachable" in result.stderr
 
 
 WORKER = """
