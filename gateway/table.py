@@ -48,7 +48,6 @@ class Route:
     fallback: Target | None = None
     shadower: Shadower | None = None
     rollback: RollbackWatch | None = None
-    spec: RouteSpec | None = None
 
     def weights(self) -> list[tuple[str, float]]:
         if self.canary is None or self.canary_target is None:
@@ -73,7 +72,6 @@ class RouteTable:
     router: Router[Route]
     routes: tuple[Route, ...]
     default: Route | None
-    backends: dict[str, Backend]
     loaded_at: float = field(default_factory=time.time)
 
     def match(self, method: str, path: str) -> Route | None:
@@ -142,7 +140,6 @@ def build_table(
             fallback,
             shadower,
             watch,
-            spec,
         )
 
     router: Router[Route] = Router()
@@ -154,4 +151,4 @@ def build_table(
     default = None
     if config.default:
         default = Route(DEFAULT_ROUTE_ID, target(DEFAULT_ROUTE_ID, config.default))
-    return RouteTable(config, router, tuple(routes), default, dict(backends))
+    return RouteTable(config, router, tuple(routes), default)
