@@ -2,7 +2,8 @@
 replacement (or a remote upstream), one route at a time, and flip back instantly."""
 
 from gateway.app import Gateway, create_app
-from gateway.config import ConfigError, GatewayConfig, Problem, load_config, parse_config
+from gateway.routefile.loading import load_config, parse_config
+from gateway.routefile.model import ConfigError, GatewayConfig, Problem
 from gateway.settings import Settings
 
 __all__ = [

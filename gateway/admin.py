@@ -25,9 +25,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from gateway.config import ConfigError, RouteSpec
 from gateway.dispatch import send_json
-from gateway.editing import EditError, flip, set_canary
+from gateway.routefile.editing import EditError, flip, set_canary
+from gateway.routefile.model import ConfigError
 from gateway.types import Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -107,9 +107,7 @@ class Admin:
             "source": config.source,
             "loaded_at": _iso(table.loaded_at),
             "last_error": last_error,
-            "default": config.default,
-            "backends": {b.name: {"kind": b.kind, "target": b.target} for b in config.backends},
-            "routes": [route_summary(r) for r in config.routes],
+            **config.view(),
         }
 
     async def _authorised(self, scope: Scope, send: Send) -> bool:
@@ -247,39 +245,6 @@ def _route_change(payload: object) -> dict[str, Any] | None:
 def _query(scope: Scope, name: str) -> str | None:
     values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name)
     return values[0] if values else None
-
-
-def route_summary(route: RouteSpec) -> dict[str, Any]:
-    """A route as JSON: the four basic keys always, the migration policies when set."""
-    summary: dict[str, Any] = {
-        "id": route.id,
-        "path": route.path,
-        "methods": list(route.methods) if route.methods else None,
-        "backend": route.backend,
-    }
-    if route.canary is not None:
-        c = route.canary
-        summary["canary"] = {
-            "backend": c.backend,
-            "percent": c.percent,
-            "sticky": str(c.sticky) if c.sticky else None,
-        }
-    if route.shadow is not None:
-        summary["shadow"] = {
-            "backend": route.shadow.backend,
-            "percent": route.shadow.percent,
-            "calibrate": route.shadow.calibrate,
-        }
-    if route.fallback is not None:
-        summary["fallback"] = route.fallback
-    if route.rollback is not None:
-        r = route.rollback
-        summary["rollback"] = {
-            "error_ratio": r.error_ratio,
-            "window": r.window,
-            "min_requests": r.min_requests,
-        }
-    return summary
 
 
 def _is_loopback(host: str) -> bool:

@@ -27,13 +27,12 @@ from typing import Any
 from gateway import upstream
 from gateway.admin import Admin
 from gateway.backends import BackendPool
-from gateway.config import ConfigError, GatewayConfig
 from gateway.dispatch import own_answer, send_json, serve
-from gateway.editing import EditError, flip
 from gateway.metrics import Metrics
-from gateway.policy import RollbackSpec
 from gateway.reload import Reloader
 from gateway.rollback import RollbackWatch
+from gateway.routefile.editing import EditError, flip
+from gateway.routefile.model import ConfigError, GatewayConfig, RollbackSpec
 from gateway.settings import Settings
 from gateway.shadow import ShadowRunner, ShadowStats, merge_reports
 from gateway.table import RouteTable, build_table

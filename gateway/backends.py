@@ -22,7 +22,8 @@ from typing import Any, Protocol
 
 from a2wsgi import WSGIMiddleware
 
-from gateway.config import BackendSpec, import_target
+from gateway.routefile.loading import import_target
+from gateway.routefile.model import BackendSpec
 from gateway.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.upstream import HTTPBackend
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import random
 
-from gateway.policy import CanarySpec
+from gateway.routefile.model import CanarySpec
 from gateway.types import Scope
 
 _SPAN = float(1 << 64)

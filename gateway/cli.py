@@ -20,8 +20,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from gateway.config import ConfigError, GatewayConfig, load_config
-from gateway.editing import EditError, EditResult, flip, set_canary
+from gateway.routefile.editing import EditError, EditResult, flip, set_canary
+from gateway.routefile.loading import load_config
+from gateway.routefile.model import ConfigError, GatewayConfig
 
 
 def _default_config() -> str:
@@ -68,26 +69,7 @@ def cmd_routes(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _report(exc, args.file)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "default": config.default,
-                    "backends": {
-                        b.name: {"kind": b.kind, "target": b.target} for b in config.backends
-                    },
-                    "routes": [
-                        {
-                            "id": r.id,
-                            "path": r.path,
-                            "methods": list(r.methods) if r.methods else None,
-                            "backend": r.backend,
-                        }
-                        for r in config.routes
-                    ],
-                },
-                indent=2,
-            )
-        )
+        print(json.dumps(config.view(), indent=2))
     else:
         print(routes_table(config))
     return 0

@@ -33,8 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec
 
-from gateway.config import ConfigError, GatewayConfig, Position, Problem, parse_config
-from gateway.editing import EditResult
+from gateway.routefile.editing import EditResult
+from gateway.routefile.loading import parse_config
+from gateway.routefile.model import ConfigError, GatewayConfig, Position, Problem
 
 if TYPE_CHECKING:
     from gateway.app import Gateway

@@ -17,7 +17,7 @@ import math
 import time
 from collections.abc import Callable
 
-from gateway.policy import RollbackSpec
+from gateway.routefile.model import RollbackSpec
 
 Trip = Callable[["RollbackWatch", int, int], None]
 

@@ -23,7 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from gateway.config import ConfigError, load_config
+from gateway.routefile.loading import load_config
+from gateway.routefile.model import ConfigError
 from gateway.settings import Settings
 
 _DEFAULTS = Settings()

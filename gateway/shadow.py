@@ -26,7 +26,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from gateway.policy import JsonPath, ShadowSpec
+from gateway.routefile.model import SAFE_METHODS, JsonPath, ShadowSpec
 from gateway.types import ASGIApp, Headers, Message, Scope
 
 log = logging.getLogger("gateway.shadow")
@@ -35,7 +35,6 @@ BODY_CAP = 1024 * 1024
 MAX_IN_FLIGHT = 64
 KEEP_MISMATCHES = 20
 RESULTS = ("match", "mismatch", "error", "dropped")
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _MISSING = object()
 
 

@@ -17,11 +17,10 @@ from typing import Protocol
 
 from gateway.backends import Backend
 from gateway.canary import CanarySplit
-from gateway.config import DEFAULT_ROUTE_ID, GatewayConfig, RouteSpec
 from gateway.matching import Router, parse_template
 from gateway.metrics import Metrics, RouteMetrics
-from gateway.policy import RollbackSpec
 from gateway.rollback import RollbackWatch
+from gateway.routefile.model import DEFAULT_ROUTE_ID, GatewayConfig, RollbackSpec, RouteSpec
 from gateway.shadow import Shadower, ShadowStats
 from gateway.types import Headers
 

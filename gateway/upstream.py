@@ -25,8 +25,8 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from gateway.config import BackendSpec
 from gateway.errors import BackendFailure
+from gateway.routefile.model import BackendSpec
 from gateway.types import Headers, Receive, Scope, Send
 
 log = logging.getLogger("gateway.upstream")

@@ -8,8 +8,8 @@ import pytest
 
 from gateway.canary import CanarySplit
 from gateway.cli import main
-from gateway.config import parse_config
-from gateway.policy import CanarySpec, Sticky
+from gateway.routefile.loading import parse_config
+from gateway.routefile.model import CanarySpec, Sticky
 from tests.harness import TEST_BACKENDS, gateway_client, write_routes
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from gateway.config import ConfigError, load_config, parse_config
+from gateway.routefile.loading import load_config, parse_config
+from gateway.routefile.model import ConfigError
 
 GOOD = """\
 version: 1

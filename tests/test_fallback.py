@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from gateway.policy import RollbackSpec
 from gateway.rollback import RollbackWatch
+from gateway.routefile.model import RollbackSpec
 from tests.harness import TEST_BACKENDS, free_port, gateway_client, write_routes
 
 TABLE = (

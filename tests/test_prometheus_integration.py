@@ -27,8 +27,8 @@ import httpx
 import pytest
 import yaml
 
-from gateway.editing import flip
 from gateway.metrics import BUCKETS
+from gateway.routefile.editing import flip
 from tests.fault_apps import FAULT_HEADER
 from tests.promsupport import (
     LABEL_VALUES,

@@ -17,7 +17,8 @@ from starlette.testclient import TestClient
 from gateway import app as app_module
 from gateway import reload as reload_module
 from gateway.app import Gateway
-from gateway.config import GatewayConfig, parse_config
+from gateway.routefile.loading import parse_config
+from gateway.routefile.model import GatewayConfig
 from gateway.settings import Settings
 from tests import apps
 from tests.harness import TEST_BACKENDS, ThreadServer, gateway_client, write_routes

@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 
 from gateway.app import Gateway
 from gateway.cli import main
-from gateway.policy import parse_json_path
+from gateway.routefile.policy_rules import parse_json_path
 from gateway.settings import Settings
 from gateway.shadow import Captured, compare, json_differences
 from tests import apps

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import yaml
 
-from gateway.config import GatewayConfig, RouteSpec, parse_config
+from gateway.routefile.loading import parse_config
+from gateway.routefile.model import GatewayConfig, RouteSpec
 
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]*$")
 

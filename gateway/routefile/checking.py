@@ -3,31 +3,29 @@
 `Checker` walks the tree PyYAML composes (``yaml.compose``), so each problem
 points at the key or value an operator has to change, and it goes on after a
 problem instead of stopping, so that one run of `gateway check` lists them
-all. It builds the `GatewayConfig` value objects of `gateway.config`; the
-migration policy keys are checked by `gateway.policy.PolicyChecker`.
+all. It builds the value objects of `gateway.routefile.model`; the migration
+policy keys are checked by `gateway.routefile.policy_rules`.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
 
-from gateway.config import (
+from gateway.matching import TemplateError, parse_template
+from gateway.routefile.model import (
     BACKEND_KINDS,
     DEFAULT_ROUTE_ID,
     HTTP_METHODS,
     BackendSpec,
     Position,
-    Problem,
     RouteSpec,
-    hint,
 )
-from gateway.matching import TemplateError, parse_template
-from gateway.policy import POLICY_KEYS, PolicyChecker
+from gateway.routefile.nodes import NodeReader, hint
+from gateway.routefile.policy_rules import POLICY_KEYS, PolicyChecker
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 MAX_TIMEOUT = 3600.0  # seconds: a backend timeout past an hour is a mistake (or .inf)
@@ -45,77 +43,8 @@ class _Partial:
     routes: tuple[RouteSpec, ...]
 
 
-class Checker:
-    """Walks the YAML node tree, collecting every problem instead of stopping at one."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.problems: list[Problem] = []
-        self._loader = yaml.SafeLoader("")
-        self._unreadable: set[int] = set()  # ids of nodes already reported unreadable
-
-    def at(self, node: yaml.Node) -> Position:
-        return Position(self.source, node.start_mark.line + 1, node.start_mark.column + 1)
-
-    def problem(self, where: yaml.Node | Position | None, message: str) -> None:
-        if isinstance(where, yaml.Node):
-            where = self.at(where)
-        self.problems.append(Problem(where or Position(self.source, 1, 1), message))
-
-    def mapping(
-        self, node: yaml.Node, what: str, known: tuple[str, ...]
-    ) -> dict[str, tuple[yaml.Node, yaml.Node]] | None:
-        """A mapping's entries by key, reporting unknown and repeated keys."""
-        if not isinstance(node, yaml.MappingNode):
-            self.problem(node, f"{what} must be a mapping of keys to values")
-            return None
-        entries: dict[str, tuple[yaml.Node, yaml.Node]] = {}
-        for key_node, value_node in node.value:
-            key = self.scalar(key_node)
-            if not isinstance(key, str):
-                self.problem(key_node, f"keys in {what} must be strings")
-                continue
-            if key in entries:
-                self.problem(key_node, f"{key!r} is repeated in {what}; keep only one")
-                continue
-            if known and key not in known:
-                self.problem(key_node, f"unknown key {key!r} in {what}; {hint(key, known)}")
-                continue
-            entries[key] = (key_node, value_node)
-        return entries
-
-    def scalar(self, node: yaml.Node) -> Any:
-        if not isinstance(node, yaml.ScalarNode):
-            return _NOT_SCALAR
-        # A loader of this check's own: a constructor caches every node it builds, and a
-        # shared one would keep each parsed file alive for the life of the process.
-        try:
-            return self._loader.construct_object(node, deep=True)
-        except (yaml.YAMLError, ValueError, OverflowError) as exc:  # !tag, 2024-02-30, ...
-            reason = getattr(exc, "problem", None) or str(exc)
-            if id(node) not in self._unreadable:  # one report per node, however often read
-                self._unreadable.add(id(node))
-                self.problem(node, f"cannot read this value: {reason}")
-            return _UNREADABLE
-
-    def number(
-        self, node: yaml.Node, what: str, low: float, high: float, low_open: bool = False
-    ) -> float | None:
-        """A number from `low` (or above it) to `high`; anything else is reported."""
-        value = self.scalar(node)
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        if number and (low < value or (value == low and not low_open)) and value <= high:
-            return float(value)
-        bound = f"above {low:g}" if low_open else f"from {low:g}"
-        self.problem(node, f"{what} must be a number {bound} to {high:g} (got {value!r})")
-        return None
-
-    def string(self, node: yaml.Node, what: str) -> str | None:
-        value = self.scalar(node)
-        if not isinstance(value, str) or not value.strip():
-            self.problem(node, f"{what} must be a non-empty string")
-            return None
-        return value.strip()
+class Checker(NodeReader):
+    """Walks a route file's node tree into config objects, collecting every problem."""
 
     def config(self, root: yaml.Node | None) -> _Partial | None:
         if root is None:
@@ -264,7 +193,7 @@ class Checker:
                 f"{what}: unknown backend {backend!r}; {hint(backend, backends)}",
             )
         methods_ok, methods = self.methods(entries.get("methods"), what)
-        policies_ok, policies = self.policies(entries, what, backend, backends)
+        policies_ok, policies = PolicyChecker(self, what, backends).check(entries)
         if route_id is None or path is None or backend is None:
             return None
         if not (known and methods_ok and policies_ok):
@@ -286,44 +215,6 @@ class Checker:
             self.problem(node, f"{what} has no {key!r}; {advice}")
             return None
         return self.string(entries[key][1], f"{what}: {key!r}")
-
-    def policies(
-        self,
-        entries: dict[str, tuple[yaml.Node, yaml.Node]],
-        what: str,
-        backend: str | None,
-        backends: set[str],
-    ) -> tuple[bool, dict[str, Any]]:
-        """The safe-migration keys (see gateway.policy), validated."""
-        check = PolicyChecker(self, what, backend, backends)
-        ok = True
-        found: dict[str, Any] = {}
-        for key, parse in (
-            ("canary", check.canary),
-            ("shadow", check.shadow),
-            ("rollback", check.rollback),
-        ):
-            if key in entries:
-                valid, found[key] = parse(entries[key][1])
-                ok = ok and valid
-        if "unsafe" in entries:
-            node = entries["unsafe"][1]
-            flag = self.scalar(node)
-            if not isinstance(flag, bool):
-                self.problem(node, f"{what}: 'unsafe' must be true or false")
-                ok = False
-            else:
-                found["unsafe"] = flag
-        if "fallback" in entries:
-            found["fallback"] = check.backend_name(entries["fallback"][1], "fallback")
-            ok = ok and found["fallback"] is not None
-        if "rollback" in entries and "fallback" not in entries:
-            self.problem(
-                entries["rollback"][0],
-                f"{what}: 'rollback' flips the route to its fallback, so it needs 'fallback'",
-            )
-            ok = False
-        return ok, found
 
     def methods(
         self, entry: tuple[yaml.Node, yaml.Node] | None, what: str
@@ -369,21 +260,6 @@ class Checker:
                     )
                     break
                 claims[(shape, method)] = route
-
-
-class _Unusable:
-    """What `Checker.scalar` gives for a value that is no usable scalar; it reads well
-    in a problem's "(got ...)"."""
-
-    def __init__(self, shown: str) -> None:
-        self.shown = shown
-
-    def __repr__(self) -> str:
-        return self.shown
-
-
-_NOT_SCALAR = _Unusable("a list or mapping")
-_UNREADABLE = _Unusable("an unreadable value")
 
 
 def _check_url(url: str) -> str | None:

@@ -1,0 +1,110 @@
+"""Loading a route file: bytes in, a validated `GatewayConfig` out, or every problem.
+
+`parse_config` decodes, composes the YAML node tree, runs the checker
+(`gateway.routefile.checking`) and, unless told not to, checks that every
+in-process backend imports. Nothing here touches the running gateway: the
+control plane, the CLI and the admin API only act on a config that came back
+whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway.routefile.checking import Checker
+from gateway.routefile.model import ConfigError, GatewayConfig, Position, Problem
+
+_TOO_DEEP = "the file is nested too deeply to be a route table"
+
+
+def load_config(path: str | Path, *, resolve_imports: bool = True) -> GatewayConfig:
+    """Read, parse and validate a config file; raise `ConfigError` listing every problem."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError.unreadable(str(path), exc) from None
+    return parse_config(data, str(path), resolve_imports=resolve_imports)
+
+
+def parse_config(
+    data: bytes | str, source: str = "<string>", *, resolve_imports: bool = True
+) -> GatewayConfig:
+    """Validate config text. `source` names the file in problem reports."""
+    raw = data.encode() if isinstance(data, str) else data
+    digest = hashlib.sha256(raw).hexdigest()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [Problem(Position(source, 1, 1), f"the file is not UTF-8 text ({exc.reason})")]
+        ) from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        what = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(
+            [Problem(Position(source, line, col), f"invalid YAML: {what}; fix the syntax")]
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([Problem(Position(source, 1, 1), f"invalid YAML: {exc}")]) from None
+    except RecursionError:
+        raise ConfigError([Problem(Position(source, 1, 1), _TOO_DEEP)]) from None
+    checker = Checker(source)
+    try:
+        config = checker.config(root)
+    except RecursionError:
+        raise ConfigError([Problem(Position(source, 1, 1), _TOO_DEEP)]) from None
+    if resolve_imports and config is not None:
+        for spec in config.backends:
+            if spec.kind != "url":
+                error = check_import(spec.target)
+                if error:
+                    checker.problem(spec.where, error)
+    if checker.problems or config is None:
+        raise ConfigError(checker.problems)
+    return GatewayConfig(
+        version=config.version,
+        backends=config.backends,
+        default=config.default,
+        routes=config.routes,
+        source=source,
+        sha256=digest,
+    )
+
+
+def import_target(target: str) -> Any:
+    """Import "module:attr.attr" and return the object (raises on failure)."""
+    module_name, _, attr_path = target.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for attr in attr_path.split("."):
+        obj = getattr(obj, attr)
+    return obj
+
+
+def check_import(target: str) -> str | None:
+    """Say in plain words why `target` cannot be imported, or None if it can."""
+    module_name, _, attr_path = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        return (
+            f"cannot import {target!r}: module {exc.name!r} not found; "
+            "check the module path and that the package is installed"
+        )
+    except Exception as exc:
+        return f"cannot import {target!r}: importing {module_name!r} raised {exc!r}"
+    obj: Any = module
+    for attr in attr_path.split("."):
+        if not hasattr(obj, attr):
+            return f"cannot import {target!r}: {module_name!r} has no attribute {attr_path!r}"
+        obj = getattr(obj, attr)
+    if not callable(obj):
+        return f"{target!r} is not an application (it is not callable)"
+    return None
