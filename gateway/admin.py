@@ -2,17 +2,18 @@
 
     GET  /-/healthz          200 while the process serves
     GET  /-/readyz           200 once a table is live and its backends started, else 503
-    GET  /-/routes           the live table, and the last rejected file as `last_error`
-    PUT  /-/routes/{id}      {"backend": NAME}: flip one route, persisted to the file
+    GET  /-/routes           the live table, and the last rejected text as `last_error`
+    PUT  /-/routes/{id}      {"backend": NAME}: flip one route, persisted to the source
                              {"canary": {"percent": P}}: set its canary share
     GET  /-/shadow[?route=]  shadow comparison counts and the last mismatches
-    POST /-/reload           re-read the file now
+    POST /-/reload           re-read the source now
 
 Reads are open. Changes need `Authorization: Bearer <token>` when
 `GATEWAY_ADMIN_TOKEN` is set (401 without, 403 wrong; compared in constant
 time); with no token configured they are accepted from loopback clients only.
-Every answer is JSON. A flip writes the file exactly as `gateway flip` does,
-applies it at once on this worker, and the other workers follow the file.
+Every answer is JSON, errors included. A change goes through the control plane
+as every edit does: stored, applied at once on this worker; the other workers
+follow the source. Off the request path, so plain Starlette routing.
 """
 
 from __future__ import annotations
@@ -21,34 +22,50 @@ import hmac
 import ipaddress
 import json
 import logging
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+from typing import Any
 
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.control import ControlPlane, iso_time
 from gateway.dispatch import send_json
-from gateway.routefile.editing import EditError, flip, set_canary
+from gateway.routefile.editing import EditError
 from gateway.routefile.model import ConfigError
 from gateway.types import Message, Receive, Scope, Send
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
 
 log = logging.getLogger("gateway.admin")
 MAX_BODY = 64 * 1024
 
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+_CHANGE_SHAPE = (
+    'the body must be {"backend": "<name>"} or {"canary": {"percent": <0-100>}} '
+    '(with "backend" in canary to add one)'
+)
 
 
 class Admin:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        token = gateway.settings.admin_token
+    def __init__(self, control: ControlPlane, token: str | None = None) -> None:
+        self.control = control
         self._token = token.encode() if token else None
+        self._app = Starlette(
+            routes=[
+                Route("/healthz", self.healthz, methods=["GET"]),
+                Route("/readyz", self.readyz, methods=["GET"]),
+                Route("/routes", self.routes, methods=["GET"]),
+                Route("/routes/{route_id}", self.change_route, methods=["PUT"]),
+                Route("/shadow", self.shadow, methods=["GET"]),
+                Route("/reload", self.reload, methods=["POST"]),
+            ],
+            exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         """`path` is the normalised request path with the prefix's bare form removed."""
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1008})
+            return
         started = False
 
         async def tracking_send(message: Message) -> None:
@@ -57,172 +74,149 @@ class Admin:
             await send(message)
 
         try:
-            await self._handle(scope, receive, tracking_send, path)
-        except Exception as exc:  # the admin API answers JSON, whatever went wrong
+            await self._app({**scope, "path": path, "root_path": ""}, receive, tracking_send)
+        except Exception as exc:  # answered by _internal_error; one line, no traceback
             log.error("admin request failed: %s %s: %r", scope.get("method"), path, exc)
-            if not started and scope["type"] == "http":
+            if not started:
                 await send_json(send, 500, {"error": f"internal error: {type(exc).__name__}"})
 
-    async def _handle(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
-        if scope["type"] != "http":
-            await send({"type": "websocket.close", "code": 1008})
-            return
-        method = scope["method"]
-        if path in ("/healthz", "/readyz", "/routes", "/reload", "/shadow") or path.startswith(
-            "/routes/"
-        ):
-            if method == "GET" and path == "/healthz":
-                await send_json(send, 200, {"status": "ok"})
-            elif method == "GET" and path == "/readyz":
-                ready = self.gateway.ready
-                await send_json(
-                    send, 200 if ready else 503, {"status": "ready" if ready else "starting"}
-                )
-            elif method == "GET" and path == "/routes":
-                await send_json(send, 200, self.describe())
-            elif method == "GET" and path == "/shadow":
-                await send_json(send, 200, self.shadow_report(_query(scope, "route")))
-            elif method == "POST" and path == "/reload":
-                if await self._authorised(scope, send):
-                    await self._reload(send)
-            elif method == "PUT" and path.startswith("/routes/") and path.count("/") == 2:
-                if await self._authorised(scope, send):
-                    await self._flip(path[len("/routes/") :], receive, send)
-            else:
-                await send_json(send, 405, {"error": f"method {method} not allowed on this path"})
-            return
-        await send_json(send, 404, {"error": "no such admin endpoint"})
+    # --- reads -----------------------------------------------------------------
 
-    def describe(self) -> dict[str, Any]:
-        table = self.gateway.table
-        error = self.gateway.reloader.last_error
-        last_error = {"at": _iso(error.at), "problems": list(error.problems)} if error else None
-        if table is None:
-            return {"loaded": False, "last_error": last_error}
-        config = table.config
-        return {
-            "loaded": True,
-            "version": config.version,
-            "sha256": config.sha256,
-            "source": config.source,
-            "loaded_at": _iso(table.loaded_at),
-            "last_error": last_error,
-            **config.view(),
-        }
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
 
-    async def _authorised(self, scope: Scope, send: Send) -> bool:
-        if self._token is None:
-            client = scope.get("client")
-            if client and _is_loopback(client[0]):
-                return True
-            await send_json(
-                send,
-                403,
-                {
-                    "error": "admin changes are accepted from loopback only; "
-                    "set GATEWAY_ADMIN_TOKEN to allow remote clients"
-                },
-            )
-            return False
-        given = b""
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                given = value
-                break
-        scheme, _, token = given.partition(b" ")
-        if not given or scheme.lower() != b"bearer":
-            await send_json(
-                send,
-                401,
-                {"error": "missing 'Authorization: Bearer <token>'"},
-                [(b"www-authenticate", b'Bearer realm="gateway-admin"')],
-            )
-            return False
-        if not hmac.compare_digest(token.strip(), self._token):
-            await send_json(send, 403, {"error": "wrong admin token"})
-            return False
-        return True
+    async def readyz(self, request: Request) -> Response:
+        ready = self.control.table is not None
+        return JSONResponse(
+            {"status": "ready" if ready else "starting"}, status_code=200 if ready else 503
+        )
 
-    async def _reload(self, send: Send) -> None:
-        result = await self.gateway.reloader.reload("admin API")
+    async def routes(self, request: Request) -> Response:
+        return JSONResponse(self.control.view())
+
+    async def shadow(self, request: Request) -> Response:
+        """This worker's shadow results, merged with the other workers' when there are some."""
+        route_id = request.query_params.get("route")
+        reports = self.control.state.shadow_reports()
+        return JSONResponse(
+            {
+                "routes": {
+                    rid: {
+                        **report,
+                        "mismatches": [
+                            {**m, "at": iso_time(m["at"])} for m in report["mismatches"]
+                        ],
+                    }
+                    for rid, report in sorted(reports.items())
+                    if route_id is None or rid == route_id
+                }
+            }
+        )
+
+    # --- changes ---------------------------------------------------------------
+
+    async def reload(self, request: Request) -> Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
+        result = await self.control.reload("admin API")
         if result.error is not None:
-            await send_json(
-                send,
-                422,
+            return JSONResponse(
                 {
                     "error": "the route file is invalid; the previous table keeps serving",
                     "problems": list(result.error.problems),
                 },
+                status_code=422,
             )
-            return
-        await send_json(send, 200, {"reloaded": result.changed, **self.describe()})
+        return JSONResponse({"reloaded": result.changed, **self.control.view()})
 
-    async def _flip(self, route_id: str, receive: Receive, send: Send) -> None:
-        body = await _read_body(receive)
-        try:
-            payload = json.loads(body) if body is not None else None
-        except ValueError:
-            payload = None
-        change = _route_change(payload)
+    async def change_route(self, request: Request) -> Response:
+        if (refused := self._refused(request)) is not None:
+            return refused
+        route_id = request.path_params["route_id"]
+        change = _route_change(await _json_body(request))
         if change is None:
-            await send_json(send, 400, {"error": _CHANGE_SHAPE})
-            return
-        path = self.gateway.settings.config
-        reloader = self.gateway.reloader
+            return JSONResponse({"error": _CHANGE_SHAPE}, status_code=400)
+        by = f"admin API client={request.client.host if request.client else '-'}"
         try:
             if "backend" in change:
-                result = await reloader.edit(flip, path, route_id, change["backend"])
+                outcome = await self.control.flip(route_id, change["backend"], by=by)
             else:
                 canary = change["canary"]
-                result = await reloader.edit(
-                    set_canary, path, route_id, canary["percent"], canary.get("backend")
+                outcome = await self.control.set_canary(
+                    route_id, canary["percent"], canary.get("backend"), by=by
                 )
         except EditError as exc:
-            await send_json(send, exc.status, {"error": str(exc)})
-            return
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
         except ConfigError as exc:
-            problems = [str(p) for p in exc.problems]
-            await send_json(
-                send,
-                409,
+            return JSONResponse(
                 {
                     "error": "the change would leave the route file invalid; nothing was changed",
-                    "problems": problems,
+                    "problems": [str(p) for p in exc.problems],
                 },
+                status_code=409,
             )
-            return
-        log.info("route changed: route=%s change=%s via=admin-api", route_id, json.dumps(change))
-        reload = await self.gateway.reloader.reload("admin API")
-        if reload.error is not None:
-            problems = list(reload.error.problems)
-            await send_json(
-                send,
-                500,
-                {"error": "the file was written but could not be applied", "problems": problems},
+        if outcome.error is not None:
+            return JSONResponse(
+                {
+                    "error": "the file was written but could not be applied",
+                    "problems": list(outcome.error.problems),
+                },
+                status_code=500,
             )
-            return
-        route = next(r for r in self.describe()["routes"] if r["id"] == route_id)
-        await send_json(send, 200, {"route": route, "changed": bool(result.changed)})
+        route = outcome.result.config.route(route_id).view()
+        return JSONResponse({"route": route, "changed": bool(outcome.result.changed)})
 
-    def shadow_report(self, route_id: str | None) -> dict[str, Any]:
-        """This worker's shadow results, merged with the other workers' when there are some."""
-        routes = self.gateway.policies.shadow_reports()
-        return {
-            "routes": {
-                rid: {
-                    **report,
-                    "mismatches": [{**m, "at": _iso(m["at"])} for m in report["mismatches"]],
-                }
-                for rid, report in sorted(routes.items())
-                if route_id is None or rid == route_id
-            }
-        }
+    def _refused(self, request: Request) -> Response | None:
+        """The answer to a change this client may not make, or None when it may."""
+        if self._token is None:
+            client = request.client
+            if client and _is_loopback(client.host):
+                return None
+            return JSONResponse(
+                {
+                    "error": "admin changes are accepted from loopback only; "
+                    "set GATEWAY_ADMIN_TOKEN to allow remote clients"
+                },
+                status_code=403,
+            )
+        given = request.headers.get("authorization", "").encode("latin-1")
+        scheme, _, token = given.partition(b" ")
+        if not given or scheme.lower() != b"bearer":
+            return JSONResponse(
+                {"error": "missing 'Authorization: Bearer <token>'"},
+                status_code=401,
+                headers={"www-authenticate": 'Bearer realm="gateway-admin"'},
+            )
+        if not hmac.compare_digest(token.strip(), self._token):
+            return JSONResponse({"error": "wrong admin token"}, status_code=403)
+        return None
 
 
-_CHANGE_SHAPE = (
-    'the body must be {"backend": "<name>"} or {"canary": {"percent": <0-100>}} '
-    '(with "backend" in canary to add one)'
-)
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)  # registered for HTTPException only
+    if exc.status_code == 404:
+        return JSONResponse({"error": "no such admin endpoint"}, status_code=404)
+    if exc.status_code == 405:
+        message = f"method {request.method} not allowed on this path"
+        return JSONResponse({"error": message}, status_code=405, headers=exc.headers)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+
+async def _json_body(request: Request) -> object:
+    """The body as JSON, or None when it is not JSON or longer than MAX_BODY."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
 
 
 def _route_change(payload: object) -> dict[str, Any] | None:
@@ -242,29 +236,8 @@ def _route_change(payload: object) -> dict[str, Any] | None:
     return payload
 
 
-def _query(scope: Scope, name: str) -> str | None:
-    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name)
-    return values[0] if values else None
-
-
 def _is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)

@@ -18,11 +18,12 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from gateway.routefile.editing import EditError, EditResult, flip, set_canary
+from gateway.routefile.editing import Edit, EditError, EditResult, flip, set_canary
 from gateway.routefile.loading import load_config
 from gateway.routefile.model import ConfigError, GatewayConfig
+from gateway.sources import FileSource
 
 
 def _default_config() -> str:
@@ -75,10 +76,11 @@ def cmd_routes(args: argparse.Namespace) -> int:
     return 0
 
 
-def _edit(config: str, change: Callable[[], EditResult]) -> EditResult | int:
-    """Run a file edit; on a refusal print why and return the exit code."""
+def _edit(config: str, edit: Edit) -> EditResult | int:
+    """Store an edit in the route file (a running gateway follows the file); on a
+    refusal print why and return the exit code."""
     try:
-        return change()
+        return FileSource(config).edit_now(edit)
     except ConfigError as exc:
         return _report(exc, config)
     except EditError as exc:
@@ -99,7 +101,7 @@ def cmd_flip(args: argparse.Namespace) -> int:
             print("usage: gateway flip ROUTE_ID BACKEND (or --all BACKEND)", file=sys.stderr)
             return 2
         route_id, backend = args.route_id, args.backend
-    result = _edit(args.config, lambda: flip(args.config, route_id, backend))
+    result = _edit(args.config, flip(route_id, backend))
     if isinstance(result, int):
         return result
     if result.changed:
@@ -116,9 +118,12 @@ def cmd_canary(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"gateway canary: percent must be a number, got {args.percent!r}", file=sys.stderr)
         return 2
-    result = _edit(
-        args.config, lambda: set_canary(args.config, args.route_id, percent, args.backend)
-    )
+    try:
+        edit = set_canary(args.route_id, percent, args.backend)
+    except EditError as exc:
+        print(f"{args.config}: {exc}; nothing was changed", file=sys.stderr)
+        return 1
+    result = _edit(args.config, edit)
     if isinstance(result, int):
         return result
     canary = result.config.route(args.route_id).canary

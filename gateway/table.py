@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from gateway.backends import Backend
 from gateway.canary import CanarySplit
 from gateway.matching import Router, parse_template
 from gateway.metrics import Metrics, RouteMetrics
 from gateway.rollback import RollbackWatch
-from gateway.routefile.model import DEFAULT_ROUTE_ID, GatewayConfig, RollbackSpec, RouteSpec
-from gateway.shadow import Shadower, ShadowStats
+from gateway.route_state import RouteState
+from gateway.routefile.model import DEFAULT_ROUTE_ID, GatewayConfig, RouteSpec
+from gateway.shadow import Shadower
 from gateway.types import Headers
 
 
@@ -55,16 +55,6 @@ class Route:
         return [(self.primary.name, 1.0 - share), (self.canary_target.name, share)]
 
 
-class PolicyState(Protocol):
-    """What outlives a table: shadow results and rollback windows (the gateway keeps them)."""
-
-    def shadow_stats(self, route_id: str) -> ShadowStats: ...
-
-    def rollback_watch(
-        self, route_id: str, backend: str, fallback: str, spec: RollbackSpec
-    ) -> RollbackWatch: ...
-
-
 @dataclass(frozen=True, slots=True, eq=False)
 class RouteTable:
     config: GatewayConfig
@@ -88,7 +78,7 @@ def build_table(
     backends: dict[str, Backend],
     metrics: Metrics | None,
     route_headers: bool = True,
-    state: PolicyState | None = None,
+    state: RouteState | None = None,
 ) -> RouteTable:
     def target(route_id: str, name: str) -> Target:
         backend = backends[name]

@@ -29,6 +29,7 @@ import yaml
 
 from gateway.metrics import BUCKETS
 from gateway.routefile.editing import flip
+from gateway.sources import FileSource
 from tests.fault_apps import FAULT_HEADER
 from tests.promsupport import (
     LABEL_VALUES,
@@ -168,7 +169,7 @@ def _routes_file(directory: Path) -> Path:
     text = text.replace(get_route, get_route + "    shadow: {backend: legacy}\n", 1)
     path = directory / "routes.yaml"
     path.write_text(text, encoding="utf-8")
-    flip(path, "books.list", "legacy")
+    FileSource(path).edit_now(flip("books.list", "legacy"))
     return path
 
 

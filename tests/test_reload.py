@@ -14,8 +14,7 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from gateway import app as app_module
-from gateway import reload as reload_module
+from gateway import control, heap
 from gateway.app import Gateway
 from gateway.routefile.loading import parse_config
 from gateway.routefile.model import GatewayConfig
@@ -172,7 +171,7 @@ def test_a_reloaded_table_is_frozen_with_the_long_lived_heap(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Full collections skip the table a reload built, as they skip the startup one."""
-    monkeypatch.setattr(app_module, "REFREEZE_DELAY", 0.05)
+    monkeypatch.setattr(heap, "REFREEZE_DELAY", 0.05)
     path = write_routes(tmp_path, table("new"))
     with gateway_client(path, watch_interval=5) as client:
         gateway = client.app
@@ -209,7 +208,7 @@ def test_requests_are_served_while_a_new_file_is_parsed(
 
     path = write_routes(tmp_path, table("new"))
     with ThreadServer(Gateway(Settings(config=str(path), watch_interval=5))) as server:
-        monkeypatch.setattr(reload_module, "parse_config", slow_parse)
+        monkeypatch.setattr(control, "parse_config", slow_parse)
         path.write_text(table("legacy"))
         reload = threading.Thread(
             target=lambda: httpx.post(server.url + "/-/reload", timeout=15), daemon=True

@@ -1,26 +1,20 @@
-"""Changing `routes.yaml` on disk: the flip, shared by the CLI and the admin API.
+"""Edits of a route table's text: flip a route, set a canary's share.
 
-An edit replaces the bytes of exactly one YAML scalar (found through PyYAML's
-node positions) and leaves every other byte of the file as the operator wrote
-it: comments, key order, quoting, blank lines. The result is validated as a
-whole before anything is written; an edit that would make the file invalid
-changes nothing. The new file is written to a temp file in the same directory
-and renamed over the old one, so a reader (the watcher of every worker) sees
-either the old file or the new one, never half of one. Edits from several
-processes are serialised by a lock on the directory.
+An edit is a pure function of the current text (`Edit`): it replaces the bytes
+of exactly one YAML scalar (found through PyYAML's node positions), or adds one
+line, and leaves every other byte as the operator wrote it: comments, key
+order, quoting, blank lines. The result is validated as a whole; an edit that
+would make the table invalid raises and changes nothing. Where the text lives,
+and how the new text replaces the old atomically, is the source's business
+(`gateway.sources`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import os
 import re
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import yaml
 
@@ -40,20 +34,23 @@ class EditError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class EditResult:
-    config: GatewayConfig
-    changed: list[str]  # route ids whose backend changed
+    data: bytes  # the new text (the old one when nothing changed)
+    config: GatewayConfig  # the table the new text makes
+    changed: list[str]  # ids of the routes the edit changed
 
 
-def flip(
-    path: str | Path, route_id: str | None, backend: str, expect: str | None = None
-) -> EditResult:
+Edit = Callable[[bytes, str], EditResult]
+"""An edit: (the current text, the source's name for problems) -> the result."""
+
+
+def flip(route_id: str | None, backend: str, expect: str | None = None) -> Edit:
     """Point one route (or, with route_id None, every route) at `backend`.
 
     With `expect`, only a route currently on `expect` is changed (an automatic
     rollback must not undo what an operator did in the meantime).
     """
 
-    def edit(current: GatewayConfig, routes: dict[str, yaml.MappingNode]) -> Edit:
+    def edit(current: GatewayConfig, routes: dict[str, yaml.MappingNode]) -> Splices:
         _known_backend(current, backend)
         if route_id is not None:
             _known_route(current, route_id)
@@ -68,19 +65,17 @@ def flip(
                 changed.append(rid)
         return edits, [], changed
 
-    return _edit(path, edit)
+    return _edit(edit)
 
 
-def set_canary(
-    path: str | Path, route_id: str, percent: float, backend: str | None = None
-) -> EditResult:
+def set_canary(route_id: str, percent: float, backend: str | None = None) -> Edit:
     """Set the canary share of a route; adds `canary:` to a route without one (needs backend)."""
     percent = float(percent)
     if not 0 <= percent <= 100:
         raise EditError(f"percent must be from 0 to 100 (got {percent:g})", status=422)
     text = _number(percent)
 
-    def edit(current: GatewayConfig, routes: dict[str, yaml.MappingNode]) -> Edit:
+    def edit(current: GatewayConfig, routes: dict[str, yaml.MappingNode]) -> Splices:
         route = _known_route(current, route_id)
         node = routes[route_id]
         if route.canary is not None:
@@ -106,26 +101,23 @@ def set_canary(
             )
         return [], [(node, f"canary: {{backend: {backend}, percent: {text}}}")], [route_id]
 
-    return _edit(path, edit)
+    return _edit(edit)
 
 
-Edit = tuple[list[tuple[yaml.Node, str | float]], list[tuple[yaml.MappingNode, str]], list[str]]
+Splices = tuple[list[tuple[yaml.Node, str | float]], list[tuple[yaml.MappingNode, str]], list[str]]
 
 
-def _edit(
-    path: str | Path, make: Callable[[GatewayConfig, dict[str, yaml.MappingNode]], Edit]
-) -> EditResult:
-    """Read, validate, change, validate again, write atomically: all under the lock."""
-    target = Path(os.path.realpath(path))  # edit the file a symlink points at
-    with _locked(target.parent):
-        data = target.read_bytes()
-        current = parse_config(data, str(path))
+def _edit(make: Callable[[GatewayConfig, dict[str, yaml.MappingNode]], Splices]) -> Edit:
+    """Validate, change, validate the result again."""
+
+    def run(data: bytes, source: str) -> EditResult:
+        current = parse_config(data, source)
         replacements, additions, changed = make(current, _route_nodes(data))
         new_data = _splice(data, replacements, additions)
-        config = parse_config(new_data, str(path))
-        if new_data != data:
-            _write_atomic(target, new_data)
-        return EditResult(config, changed if new_data != data else [])
+        config = parse_config(new_data, source)
+        return EditResult(new_data, config, changed if new_data != data else [])
+
+    return run
 
 
 def _known_backend(config: GatewayConfig, backend: str) -> None:
@@ -218,29 +210,3 @@ def _scalar(value: str | float, old: str) -> str:
     if old.startswith('"') or not _PLAIN.match(value):
         return json.dumps(value)
     return value
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
