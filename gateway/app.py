@@ -190,4 +190,4 @@ def create_app(settings: Settings | None = None) -> Gateway:
 
 def create_app_from_env() -> Gateway:
     """The factory each `gateway serve` worker process calls."""
-    return Gateway(Settings.from_env())
+    return Gateway(Settings.load())

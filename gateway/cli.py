@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from gateway.routefile.editing import Edit, EditError, EditResult, flip, set_canary
 from gateway.routefile.loading import load_config
 from gateway.routefile.model import ConfigError, GatewayConfig
+from gateway.settings import Settings, add_arguments, given
 from gateway.sources import FileSource
 
 
@@ -171,7 +172,12 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.server import serve
 
-    return serve(args)
+    try:
+        settings = Settings.load(**given(args))
+    except ValueError as exc:
+        print(f"gateway serve: {exc}", file=sys.stderr)
+        return 2
+    return serve(settings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,10 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--admin-prefix", default="/-/")
     diff.set_defaults(func=cmd_diff)
 
-    from gateway.server import add_serve_arguments
-
     serve_p = sub.add_parser("serve", help="serve the gateway")
-    add_serve_arguments(serve_p)
+    add_arguments(serve_p)
     serve_p.set_defaults(func=cmd_serve)
     return parser
 

@@ -1,15 +1,180 @@
 """Boot-time settings: how the gateway process serves, as opposed to what it routes.
 
 The route table (`routes.yaml`) is dynamic and reloads while serving. These
-settings are static: they are read once when a worker starts, from `gateway
-serve` flags, which pass them to worker processes through `GATEWAY_*`
-environment variables (the one channel that reaches every worker).
+settings are static: read once when a process starts. Each field below is the
+one declaration of a setting: `gateway serve` derives its command-line flag
+(`wsgi_threads` -> `--wsgi-threads`; a boolean `--x`/`--no-x`) and its
+environment variable (`GATEWAY_WSGI_THREADS`) from the field's name, type,
+default and help. A value comes from the default, then the environment, then
+the command line. `gateway serve` hands the result to its worker processes
+through the same variables (the one channel that reaches every worker).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
-from dataclasses import dataclass, fields
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any, Literal
+
+ENV_PREFIX = "GATEWAY_"
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+
+def _doc(help: str, *, flag: bool = True) -> dict[str, Any]:
+    """A field's `--help` line, and whether it has a flag (a secret or an internal
+    setting is an environment variable only)."""
+    return {"help": help, "flag": flag}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    config: str = field(default="routes.yaml", metadata=_doc("route file"))
+    host: str = field(default="127.0.0.1", metadata=_doc("address to bind"))
+    port: int = field(default=8000, metadata=_doc("port to bind"))
+    workers: int = field(default=1, metadata=_doc("worker processes"))
+    wsgi_threads: int = field(
+        default=32,  # measured best for the demo (docs/benchmarks.md, row 2)
+        metadata=_doc("threads shared by in-process WSGI backends, per worker"),
+    )
+    admin_prefix: str = field(default="/-/", metadata=_doc("reserved path prefix of the admin API"))
+    metrics_path: str = field(default="/metrics", metadata=_doc("path of the Prometheus metrics"))
+    metrics: bool = field(default=True, metadata=_doc("serve Prometheus metrics"))
+    route_headers: bool = field(
+        default=True, metadata=_doc("add X-Gateway-Route / X-Gateway-Backend to responses")
+    )
+    watch_interval: float = field(
+        default=0.25, metadata=_doc("seconds between checks of the route file")
+    )
+    timeout_keep_alive: int = field(
+        default=75,
+        metadata=_doc(
+            "seconds an idle client connection stays open. Keep it above the idle timeout of "
+            "any load balancer in front, or a request sent as the gateway closes an idle "
+            "connection fails (uvicorn's own default is 5)"
+        ),
+    )
+    log_level: LogLevel = field(default="info", metadata=_doc("log level"))
+    access_log: bool = field(default=True, metadata=_doc("log every request"))
+    admin_token: str | None = field(
+        default=None,
+        metadata=_doc("bearer token that admin changes need (else loopback only)", flag=False),
+    )
+    state_dir: str | None = field(
+        default=None,
+        # Private: `gateway serve` sets it for its workers.
+        metadata=_doc("the directory the workers of one serve share", flag=False),
+    )
+
+    def __post_init__(self) -> None:
+        prefix = self.admin_prefix
+        if not prefix.startswith("/") or not prefix.endswith("/") or len(prefix) < 3:
+            raise ValueError(f"admin prefix must look like '/-/' (got {prefix!r})")
+        if not self.metrics_path.startswith("/"):
+            raise ValueError(f"metrics path must start with '/' (got {self.metrics_path!r})")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be from 0 to 65535 (got {self.port})")
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
+        if self.wsgi_threads < 1:
+            raise ValueError("wsgi threads must be at least 1")
+        if not 0.01 <= self.watch_interval <= 5:
+            raise ValueError("watch interval must be between 0.01 and 5 seconds")
+        if self.timeout_keep_alive < 1:
+            raise ValueError("timeout keep-alive must be at least 1 second")
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, **given: Any) -> Settings:
+        """Defaults, then `GATEWAY_*` variables, then `given` (the command line).
+
+        Raises `ValueError` with one line naming the variable for a value it cannot read."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(env_name(f))
+            if raw is not None:
+                values[f.name] = _reader(f)(raw, env_name(f))
+        values.update(given)
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The variables that give a worker process these settings."""
+        env: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None or f.name == "admin_token":
+                continue  # the token travels as GATEWAY_ADMIN_TOKEN, which the operator set
+            env[env_name(f)] = str(int(value)) if isinstance(value, bool) else str(value)
+        return env
+
+
+def env_name(f: Field[Any]) -> str:
+    return ENV_PREFIX + f.name.upper()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting that has one; unset flags leave the environment's value."""
+    for f in fields(Settings):
+        if not f.metadata["flag"]:
+            continue
+        tp = _type(f)
+        default = f.default if f.default is not MISSING else None
+        shown = _show(default)
+        help = f"{f.metadata['help']} (default: {shown}; ${env_name(f)})"
+        flag = "--" + f.name.replace("_", "-")
+        if tp is bool:
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help
+            )
+        elif typing.get_origin(tp) is Literal:
+            parser.add_argument(
+                flag, choices=typing.get_args(tp), default=argparse.SUPPRESS, help=help
+            )
+        else:
+            parser.add_argument(flag, type=tp, default=argparse.SUPPRESS, help=help)
+
+
+def given(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings the command line set (the flags `add_arguments` made)."""
+    names = {f.name for f in fields(Settings)}
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+# --- reading a variable's text by the field's type ------------------------------
+
+_TYPES = typing.get_type_hints(Settings)  # the annotations, as types (not strings)
+
+_EXPECTED = {bool: "a boolean (1/0, true/false)", int: "an integer", float: "a number"}
+
+
+def _type(f: Field[Any]) -> Any:
+    return _TYPES[f.name]
+
+
+def _reader(f: Field[Any]) -> Callable[[str, str], Any]:
+    tp = _type(f)
+    optional = typing.get_origin(tp) is types.UnionType and type(None) in typing.get_args(tp)
+    if optional:
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+
+    def read(raw: str, name: str) -> Any:
+        if optional and not raw:
+            return None
+        try:
+            if tp is bool:
+                return _flag(raw)
+            if typing.get_origin(tp) is Literal:
+                if raw.strip().lower() not in typing.get_args(tp):
+                    raise ValueError
+                return raw.strip().lower()
+            return tp(raw)
+        except ValueError:
+            raise ValueError(_bad_value(name, raw, tp)) from None
+
+    return read
 
 
 def _flag(value: str) -> bool:
@@ -18,56 +183,26 @@ def _flag(value: str) -> bool:
         return True
     if lowered in ("0", "false", "no", "off", ""):
         return False
-    raise ValueError(f"expected a boolean (1/0, true/false), got {value!r}")
+    raise ValueError(value)
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    config: str = "routes.yaml"
-    admin_prefix: str = "/-/"
-    metrics_path: str = "/metrics"
-    metrics: bool = True
-    route_headers: bool = True  # X-Gateway-Route / X-Gateway-Backend on every response
-    wsgi_threads: int = 32  # measured best for the demo (docs/benchmarks.md, row 2)
-    watch_interval: float = 0.25
-    admin_token: str | None = None
-    state_dir: str | None = None  # shared by the workers of one `gateway serve` (private)
+def _bad_value(name: str, raw: str, tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        expected = "one of " + ", ".join(typing.get_args(tp))
+    else:
+        expected = _EXPECTED.get(tp, "a value")
+    message = f"{name}={raw!r}: expected {expected}"
+    if raw.startswith("tcp://"):
+        # Kubernetes gives every pod GATEWAY_PORT=tcp://IP:PORT (and more) for a
+        # Service named `gateway`, in the very names these settings use.
+        message += (
+            "; Kubernetes sets this for a Service named 'gateway': "
+            "set enableServiceLinks: false in the pod spec"
+        )
+    return message
 
-    def __post_init__(self) -> None:
-        prefix = self.admin_prefix
-        if not prefix.startswith("/") or not prefix.endswith("/") or len(prefix) < 3:
-            raise ValueError(f"admin prefix must look like '/-/' (got {prefix!r})")
-        if not self.metrics_path.startswith("/"):
-            raise ValueError(f"metrics path must start with '/' (got {self.metrics_path!r})")
-        if self.wsgi_threads < 1:
-            raise ValueError("wsgi threads must be at least 1")
-        if not 0.01 <= self.watch_interval <= 5:
-            raise ValueError("watch interval must be between 0.01 and 5 seconds")
 
-    def to_env(self) -> dict[str, str]:
-        env: dict[str, str] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None or f.name == "admin_token":
-                continue  # the token travels as GATEWAY_ADMIN_TOKEN, which the operator set
-            text = str(int(value)) if isinstance(value, bool) else str(value)
-            env["GATEWAY_" + f.name.upper()] = text
-        return env
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        for f in fields(cls):
-            raw = env.get("GATEWAY_" + f.name.upper())
-            if raw is None:
-                continue
-            if f.type == "bool":
-                values[f.name] = _flag(raw)
-            elif f.type == "int":
-                values[f.name] = int(raw)
-            elif f.type == "float":
-                values[f.name] = float(raw)
-            else:
-                values[f.name] = raw or None if f.type == "str | None" else raw
-        return cls(**values)  # type: ignore[arg-type]
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "none" if value is None else str(value)
