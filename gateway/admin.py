@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.control import ControlPlane, iso_time
-from gateway.dispatch import send_json
+from gateway.http import send_json
 from gateway.routefile.editing import EditError
 from gateway.routefile.model import ConfigError
 from gateway.types import Message, Receive, Scope, Send

@@ -22,8 +22,9 @@ from gateway import upstream
 from gateway.admin import Admin
 from gateway.backends import BackendPool
 from gateway.control import ControlPlane
-from gateway.dispatch import own_answer, send_json, serve
+from gateway.dispatch import serve
 from gateway.heap import HeapFreezer
+from gateway.http import own_answer, send_json
 from gateway.metrics import Metrics
 from gateway.routefile.model import ConfigError
 from gateway.settings import Settings
@@ -86,7 +87,7 @@ class Gateway:
         table = self.control.table
         route = table.match(scope.get("method", "GET"), scope["path"]) if table else None
         if route is not None:
-            await serve(route, scope, receive, send, self.shadows)
+            await serve(route, scope, receive, send)
         elif kind == "websocket":
             await send({"type": "websocket.close", "code": 1000})
         elif table is None:
@@ -124,7 +125,7 @@ class Gateway:
         )
         self._pool = BackendPool(executor, upstream.new_client())
         self.shadows = ShadowRunner()
-        config = await self.control.start(self._pool)
+        config = await self.control.start(self._pool, self.shadows)
         log.info(
             "route table loaded: source=%s sha256=%s routes=%d backends=%s default=%s",
             self.settings.config,

@@ -1,13 +1,17 @@
-"""Keeping a request body so that it can be sent again (fallback replay, shadow copy).
+"""Keeping bodies where a feature needs the bytes: a request's, to send it again
+(fallback replay, shadow copy), and a response's, to compare it (shadow).
 
-Only requests that may need it are recorded, and only up to `BODY_CAP` bytes:
+Only exchanges that may need it are recorded, and only up to `BODY_CAP` bytes:
 past that the body streams on as usual and the request simply cannot be
 replayed or shadowed.
 """
 
 from __future__ import annotations
 
-from gateway.types import Message, Receive, Scope
+from dataclasses import dataclass, field
+
+from gateway.http import has_body
+from gateway.types import Headers, Message, Receive, Scope
 
 BODY_CAP = 1024 * 1024
 
@@ -31,13 +35,6 @@ class ClientWatch:
         elif message["type"] == "http.disconnect" and not self.complete:
             self.gone = True
         return message
-
-
-def has_body(scope: Scope) -> bool:
-    for name, value in scope["headers"]:
-        if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
-            return True
-    return False
 
 
 class BodyRecorder:
@@ -112,3 +109,30 @@ class BodyRecorder:
             return await self.receive()  # the rest of the body, or the disconnect
 
         return receive
+
+
+@dataclass(slots=True)
+class Captured:
+    """A response as a backend gave it (body capped)."""
+
+    status: int = 0
+    headers: Headers = field(default_factory=list)
+    body: bytearray = field(default_factory=bytearray)
+    overflow: bool = False
+
+    @property
+    def media_type(self) -> str:
+        for name, value in self.headers:
+            if name == b"content-type":
+                return value.decode("latin-1").split(";")[0].strip().lower()
+        return ""
+
+    def add(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.headers = list(message.get("headers", ()))
+        elif message["type"] == "http.response.body" and not self.overflow:
+            self.body += message.get("body", b"")
+            if len(self.body) > BODY_CAP:
+                self.overflow = True
+                self.body.clear()

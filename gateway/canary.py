@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable
 
 from gateway.routefile.model import CanarySpec
 from gateway.types import Scope
@@ -62,11 +63,11 @@ class CanarySplit:
                 return value if self._header else cookie_value(value, self._cookie)
         return None
 
-    def to_canary(self, scope: Scope) -> bool:
+    def to_canary(self, scope: Scope, chance: Callable[[], float] = random.random) -> bool:
         if self.fraction <= 0.0:
             return False
         if self.fraction >= 1.0:
             return True
         key = self.key(scope)
-        point = random.random() if key is None else key_point(self._salt, key)
+        point = chance() if key is None else key_point(self._salt, key)
         return point < self.fraction

@@ -42,6 +42,7 @@ from gateway.route_state import RouteState
 from gateway.routefile.editing import Edit, EditError, EditResult, flip, set_canary
 from gateway.routefile.loading import parse_config
 from gateway.routefile.model import ConfigError, GatewayConfig, Position, Problem
+from gateway.shadow import ShadowRunner
 from gateway.sources import Source
 from gateway.table import RouteTable, build_table
 
@@ -87,15 +88,17 @@ class ControlPlane:
         self.lock = asyncio.Lock()
         self.on_applied: Callable[[], None] = lambda: None
         self._pool: BackendPool | None = None
+        self._shadows: ShadowRunner | None = None
         self._applied_sha: str | None = None
         self._failed_key: str | None = None
         self._tasks: set[asyncio.Task[object]] = set()
 
     # --- applying tables -------------------------------------------------------
 
-    async def start(self, pool: BackendPool) -> GatewayConfig:
+    async def start(self, pool: BackendPool, shadows: ShadowRunner) -> GatewayConfig:
         """The first load: on failure the gateway must not start (raises ConfigError)."""
         self._pool = pool
+        self._shadows = shadows
         async with self.lock:
             config = parse_config(await self.source.read(), self.source.name)
             await self.apply(config)
@@ -107,9 +110,13 @@ class ControlPlane:
         if self._pool is None:
             raise RuntimeError("the control plane has not started")
         backends = await self._pool.prepare(config.backends)
-        table = build_table(config, backends, self.metrics, self.route_headers, self.state)
+        table = build_table(
+            config, backends, self.metrics, self.route_headers, self.state, self._shadows
+        )
         self.table = table  # the swap: one assignment, no lock on the request path
-        self.state.forget_unused({id(r.rollback) for r in table.routes if r.rollback})
+        self.state.forget_unused(
+            {id(r.fallback.rollback) for r in table.routes if r.fallback and r.fallback.rollback}
+        )
         self._pool.retire(backends)
         if self.metrics is not None:
             self.metrics.reload_result(True, table.loaded_at)

@@ -1,109 +1,122 @@
-"""Serving one request on one route: the gateway's request path.
+"""Serving one request on one route: `plan`, then carry the plan out.
 
-`serve()` hands the request to the route's backend and owns everything around
-that call: the request id (the client's own, else a new one; the backend sees
-the same value), the `X-Gateway-*` response headers, metrics, and turning
-every backend failure into a JSON answer.
+`plan(route, scope)` decides what serves the request, from the route and the
+request alone (no I/O): the target (the primary, or the canary for this
+request), the fallback that may replay it, the shadower that may copy it, the
+rollback watch its answer counts towards. `serve()` carries the plan out: it
+calls the target, replays on the fallback if the target failed before anything
+reached the client, delivers the answer (or the gateway's JSON error, with the
+request id), and hands the exchange to the shadower.
 
 A 5xx response from a backend is held back (up to `HOLD_LIMIT` bytes) until
 the backend returns. Frameworks such as Starlette send their own plain-text
 500 and *then* re-raise; holding the 5xx lets the gateway replace it with its
-JSON error carrying the request id, and is the seam a fallback backend needs.
+JSON error carrying the request id, and is the seam a fallback needs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import enum
 import logging
 import random
-import re
 import time
 import traceback
-from collections.abc import Coroutine, Sequence
-from typing import Any
+from collections.abc import Callable
 
-from gateway.bodies import BodyRecorder, ClientWatch, has_body
-from gateway.errors import BackendFailure
-from gateway.shadow import Captured, ShadowRunner
-from gateway.table import Route, Target
-from gateway.types import Headers, Message, Receive, Scope, Send
+from gateway.bodies import BodyRecorder, Captured, ClientWatch
+from gateway.errors import BackendError, BackendFailure, BackendTimeout
+from gateway.http import REQUEST_ID, has_body, send_json, with_request_id
+from gateway.routefile.model import IDEMPOTENT_METHODS
+from gateway.table import Plan, Route, Target
+from gateway.types import Message, Receive, Scope, Send
 
 log = logging.getLogger("gateway.dispatch")
 
 HOLD_LIMIT = 64 * 1024
-CLIENT_CLOSED = 499  # the status logged and counted when the client left first (as nginx)
-_REQUEST_ID = b"x-request-id"
-_VALID_REQUEST_ID = re.compile(rb"^[\x21-\x7e]{1,128}$")
+CLIENT_CLOSED = 499  # the status counted when the client left first (as nginx logs it)
 
 
-def request_id_of(scope: Scope) -> tuple[str, bool]:
-    """(request id, whether the client sent it)."""
-    for name, value in scope["headers"]:
-        if name == _REQUEST_ID:
-            if _VALID_REQUEST_ID.match(value):
-                return value.decode("ascii"), True
-            break
-    # Unique, not secret: no system call per request as uuid4's urandom makes.
-    return f"{random.getrandbits(128):032x}", False
+def plan(route: Route, scope: Scope, chance: Callable[[], float] = random.random) -> Plan:
+    """What serves this request on `route`; `chance` draws the random shares."""
+    if route.fixed is not None:
+        return route.fixed
+    target = route.primary
+    canary = route.canary
+    if canary is not None and canary.split.to_canary(scope, chance):
+        target = canary.target
+    if scope["type"] != "http":
+        return Plan(target)
+    on_primary = target is route.primary
+    method = scope["method"]
+    fallback = rollback = None
+    if route.fallback is not None:
+        if method in IDEMPOTENT_METHODS and route.fallback.target.name != target.name:
+            fallback = route.fallback.target
+        if on_primary:
+            rollback = route.fallback.rollback
+    shadower = route.shadower
+    if shadower is not None and not (on_primary and shadower.wants(method, chance())):
+        shadower = None
+    return Plan(target, fallback, shadower, rollback)
 
 
-def json_response(
-    status: int, body: object, headers: Sequence[tuple[bytes, bytes]] = ()
-) -> tuple[Message, Message]:
-    payload = json.dumps(body, separators=(",", ":")).encode()
-    start: Message = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(payload)).encode()),
-            *headers,
-        ],
-    }
-    return start, {"type": "http.response.body", "body": payload, "more_body": False}
-
-
-async def send_json(
-    send: Send, status: int, body: object, headers: Sequence[tuple[bytes, bytes]] = ()
-) -> None:
-    start, end = json_response(status, body, headers)
-    await send(start)
-    await send(end)
-
-
-def own_answer(scope: Scope, send: Send) -> Send:
-    """`send` for an answer of the gateway's own: it carries the request id too."""
-    request_id = request_id_of(scope)[0].encode()
-
-    async def send_with_id(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            message["headers"] = [*message.get("headers", ()), (_REQUEST_ID, request_id)]
-        await send(message)
-
-    return send_with_id
+class Outcome(enum.Enum):
+    ANSWERED = "answered"  # the backend's answer, below 500
+    FAILED = "failed"  # a 5xx answer, or a failure the gateway answers for
+    CLIENT_GONE = "client gone"  # the client left before its body was sent: nobody's fault
 
 
 class _Exchange:
-    """Tracks one response on its way to the client (status, held 5xx, failure)."""
+    """One backend's response on its way to the client: its status, a held 5xx, the
+    failure, and whether anything reached the client yet."""
 
-    __slots__ = ("capture", "extra", "held", "held_bytes", "send", "sent", "status")
+    __slots__ = (
+        "capture",
+        "client_gone",
+        "deadline",
+        "extra",
+        "failure",
+        "held",
+        "held_bytes",
+        "send",
+        "sent",
+        "status",
+        "target",
+    )
 
-    def __init__(self, send: Send, extra: Headers, capture: Captured | None = None) -> None:
+    def __init__(
+        self, target: Target, send: Send, request_id: str, capture: Captured | None = None
+    ) -> None:
+        self.target = target
         self.send = send
+        # The gateway's headers on every answer, the backend's or its own.
+        self.extra = [*target.response_headers, (REQUEST_ID, request_id.encode())]
         self.capture = capture
-        self.extra = extra
         self.status = 0  # 0 until the backend starts its response
         self.sent = False  # whether anything reached the client
         self.held: list[Message] | None = None
         self.held_bytes = 0
+        self.failure: BackendFailure | None = None
+        self.client_gone = False
+        self.deadline: asyncio.Timeout | None = None  # time to the first byte
+
+    @property
+    def outcome(self) -> Outcome:
+        if self.client_gone:
+            return Outcome.CLIENT_GONE
+        if self.failure is not None or self.status >= 500:
+            return Outcome.FAILED
+        return Outcome.ANSWERED
 
     async def __call__(self, message: Message) -> None:
         kind = message["type"]
         if self.capture is not None:
             self.capture.add(message)
-        if kind == "http.response.start":
-            self.status = message["status"]
+        if kind == "http.response.start" or kind == "websocket.accept":
+            if self.deadline is not None:
+                self.deadline.reschedule(None)  # started in time: no limit on the rest
+            self.status = message["status"] if kind == "http.response.start" else 101
             message["headers"] = [*message.get("headers", ()), *self.extra]
             if self.status >= 500:
                 self.held = [message]
@@ -115,9 +128,6 @@ class _Exchange:
                 return
             await self.flush()
             return
-        elif kind == "websocket.accept":
-            self.status = 101
-            message["headers"] = [*message.get("headers", ()), *self.extra]
         elif kind == "websocket.close" and not self.status:
             self.status = 403  # closed before the handshake: the server answers 403
         self.sent = True
@@ -130,75 +140,43 @@ class _Exchange:
             for message in held:
                 await self.send(message)
 
+    def discard(self) -> None:
+        """Drop the held answer: the gateway answers instead (its error, a fallback's)."""
+        self.held = None
 
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
-
-async def serve(
-    route: Route, scope: Scope, receive: Receive, send: Send, shadows: ShadowRunner | None = None
-) -> None:
+async def serve(route: Route, scope: Scope, receive: Receive, send: Send) -> None:
     """Serve a request (HTTP or WebSocket) on `route`."""
-    request_id, from_client = request_id_of(scope)
-    if not from_client:  # none, or one not fit to pass on: the backend sees ours only
-        scope = dict(scope)
-        headers = [h for h in scope["headers"] if h[0] != _REQUEST_ID]
-        headers.append((_REQUEST_ID, request_id.encode()))
-        scope["headers"] = headers
-    rid = (_REQUEST_ID, request_id.encode())
-    target = route.primary
-    canary = route.canary_target
-    if canary is not None and route.canary is not None and route.canary.to_canary(scope):
-        target = canary
-    if scope["type"] != "http":
-        await _finish(
-            route, target, scope, *await _attempt(target, scope, receive, send, rid), request_id
-        )
-        return
-    method = scope["method"]
-    fallback = route.fallback
-    if fallback is not None and (method not in IDEMPOTENT or fallback.name == target.name):
-        fallback = None
-    shadower = route.shadower
-    if shadower is not None and (
-        target is not route.primary
-        or shadows is None
-        or not shadower.wants(method, random.random())
-    ):
-        shadower = None
-    bodied = has_body(scope)
-    watch = ClientWatch(receive) if bodied else None
-    if watch is not None:
-        receive = watch.receive
-    recorder = BodyRecorder(receive) if fallback is not None or shadower is not None else None
-    if shadower is not None and recorder is not None and bodied:
-        await recorder.preload()
-    capture = Captured() if shadower is not None else None
-    exchange, failure = await _attempt(
-        target, scope, recorder.receive if recorder else receive, send, rid, capture, watch
-    )
-    if exchange.status == CLIENT_CLOSED:
-        # Nothing to hold against the backend: no rollback vote, no fallback, no shadow.
-        await _finish(route, target, scope, exchange, failure, request_id)
-        return
-    failed = failure is not None or exchange.status >= 500
-    if route.rollback is not None and target is route.primary:
-        route.rollback.record(failed)
-    if failed and fallback is not None and not exchange.sent and recorder is not None:
-        replay = recorder.replay()
+    request_id, scope = with_request_id(scope)
+    todo = plan(route, scope)
+    client = ClientWatch(receive) if scope["type"] == "http" and has_body(scope) else None
+    if client is not None:
+        receive = client.receive
+    recorder = BodyRecorder(receive) if todo.keeps_body else None
+    if recorder is not None:
+        if todo.shadower is not None and client is not None:
+            await recorder.preload()
+        receive = recorder.receive
+    capture = Captured() if todo.shadower is not None else None
+    exchange = await _attempt(todo.target, scope, receive, send, request_id, capture, client)
+    if exchange.outcome is not Outcome.CLIENT_GONE and todo.rollback is not None:
+        todo.rollback.record(exchange.outcome is Outcome.FAILED)
+    fallback = todo.fallback
+    if exchange.outcome is Outcome.FAILED and fallback is not None and not exchange.sent:
+        replay = recorder.replay() if recorder is not None else None
         if replay is not None:
-            _log_fallback(route, target, fallback, exchange, failure, request_id)
-            if failure is not None:
-                _count_failure(target, failure)
-            exchange.held = None
-            exchange, failure = await _attempt(fallback, scope, replay, send, rid, watch=watch)
-            target = fallback
-    await _finish(route, target, scope, exchange, failure, request_id)
-    # Compare only what the primary itself answered (not a failure, not a fallback's answer).
-    answered = failure is None and target is route.primary
-    if answered and shadower and shadows and capture is not None and recorder is not None:
-        primary = route.primary
-        body = recorder.body(scope)
-        shadows.submit(shadower, primary.backend, primary.name, scope, body, capture)
+            _log_fallback(route, exchange, fallback, request_id)
+            exchange.discard()
+            exchange = await _attempt(
+                fallback, scope, replay, send, request_id, client=client, replaces=exchange
+            )
+    await _finish(route, scope, exchange, request_id)
+    # Compare only what the target itself answered (a 5xx included), not a failure,
+    # a fallback's answer or an abandoned request.
+    answered = exchange.failure is None and not exchange.client_gone
+    shadower = todo.shadower
+    if shadower and capture and recorder and answered and exchange.target is todo.target:
+        shadower.submit(scope, recorder.body(scope), capture)
 
 
 async def _attempt(
@@ -206,80 +184,90 @@ async def _attempt(
     scope: Scope,
     receive: Receive,
     send: Send,
-    rid: tuple[bytes, bytes],
+    request_id: str,
     capture: Captured | None = None,
-    watch: ClientWatch | None = None,
-) -> tuple[_Exchange, BackendFailure | None]:
-    """Call one backend. A 5xx answer stays held; the caller decides what reaches the client.
-
-    A failure after the client went away mid-body is the client's doing: the exchange
-    then has status CLIENT_CLOSED and no failure is returned."""
-    exchange = _Exchange(send, [*target.response_headers, rid], capture)
+    client: ClientWatch | None = None,
+    replaces: _Exchange | None = None,
+) -> _Exchange:
+    """Call one backend. A 5xx answer stays held; the caller decides what reaches the client."""
+    exchange = _Exchange(target, send, request_id, capture)
     backend = target.backend
-    metrics = target.metrics
     started = time.perf_counter()
     backend.active += 1
-    if metrics is not None:
-        metrics.in_flight.inc()
-    failure: BackendFailure | None = None
+    if target.metrics is not None:
+        target.metrics.in_flight.inc()
     try:
         if scope["type"] == "websocket" and not backend.supports_websocket:
             await exchange({"type": "websocket.close", "code": 1003})
         elif target.timeout is None:
             await backend(scope, receive, exchange)
         else:
-            await _with_timeout(target.timeout, backend(scope, receive, exchange), exchange)
+            async with asyncio.timeout(target.timeout) as exchange.deadline:
+                await backend(scope, receive, exchange)
         if not exchange.status:
-            raise BackendFailure(500, "exception", "the backend returned without a response")
+            raise BackendError("the backend returned without a response")
     except BackendFailure as exc:
-        failure = exc
+        exchange.failure = exc
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        failure = BackendFailure(500, "exception", _describe(exc))
+        if exchange.deadline is not None and exchange.deadline.expired():
+            exchange.failure = BackendTimeout(f"no response within {target.timeout:g}s")
+        else:
+            exchange.failure = BackendError(_describe(exc))
     finally:
         backend.active -= 1
-        if metrics is not None:
-            metrics.in_flight.dec()
-    if failure is not None and watch is not None and watch.gone and not exchange.sent:
-        failure = None
-        exchange.held = None
-        exchange.status = CLIENT_CLOSED
-    if metrics is not None:
-        status = failure.status if failure is not None and not exchange.sent else exchange.status
-        method = scope.get("method", "WEBSOCKET")
-        metrics.observe(method, status, time.perf_counter() - started)
-    return exchange, failure
+        if target.metrics is not None:
+            target.metrics.in_flight.dec()
+    if exchange.failure is not None and client is not None and client.gone and not exchange.sent:
+        # Failing to read a body its client abandoned is not the backend's fault.
+        exchange.failure = None
+        exchange.client_gone = True
+        exchange.discard()
+    _record(exchange, scope, time.perf_counter() - started, replaces)
+    return exchange
 
 
-async def _finish(
-    route: Route,
-    target: Target,
-    scope: Scope,
-    exchange: _Exchange,
-    failure: BackendFailure | None,
-    request_id: str,
-) -> None:
+def _record(exchange: _Exchange, scope: Scope, seconds: float, replaces: _Exchange | None) -> None:
+    """The metrics of one backend call (every metric the request path writes)."""
+    metrics = exchange.target.metrics
+    if metrics is None:
+        return
+    failure = exchange.failure
+    if exchange.client_gone:
+        status = CLIENT_CLOSED
+    elif failure is not None and not exchange.sent:
+        status = failure.status
+    else:
+        status = exchange.status
+    metrics.observe(scope.get("method", "WEBSOCKET"), status, seconds)
+    if failure is not None:
+        metrics.errors[failure.kind].inc()
+    if replaces is not None:
+        metrics.count_fallback(replaces.target.name)
+
+
+async def _finish(route: Route, scope: Scope, exchange: _Exchange, request_id: str) -> None:
     """Deliver the final answer: the held response, or the gateway's own for a failure."""
-    if exchange.status == CLIENT_CLOSED:
+    if exchange.client_gone:
         log.info(
             "client went away before its request body was sent: route=%s backend=%s "
             "request_id=%s %s %s",
             route.id,
-            target.name,
+            exchange.target.name,
             request_id,
             scope["method"],
             scope["path"],
         )
         return
+    failure = exchange.failure
     if failure is None:
         await exchange.flush()
         return
-    _count_failure(target, failure)
     log.error(
         "backend failed: route=%s backend=%s request_id=%s kind=%s status=%s %s %s: %s",
         route.id,
-        target.name,
+        exchange.target.name,
         request_id,
         failure.kind,
         failure.status if not exchange.sent else "(response already started)",
@@ -289,68 +277,30 @@ async def _finish(
     )
     if exchange.sent:
         return  # too late to answer: returning mid-response makes the server drop it
-    exchange.held = None
-    exchange.status = failure.status
+    exchange.discard()
     if scope["type"] == "websocket":
         await exchange.send({"type": "websocket.close", "code": 1011})
         return
     body = {
-        "error": _PUBLIC_REASON.get(failure.kind, "the backend failed"),
+        "error": failure.reason,
         "kind": failure.kind,
         "route": route.id,
-        "backend": target.name,
+        "backend": exchange.target.name,
         "request_id": request_id,
     }
     await send_json(exchange.send, failure.status, body, exchange.extra)
 
 
-def _count_failure(target: Target, failure: BackendFailure) -> None:
-    if target.metrics is not None:
-        target.metrics.errors[failure.kind].inc()
-
-
-def _log_fallback(
-    route: Route,
-    target: Target,
-    fallback: Target,
-    exchange: _Exchange,
-    failure: BackendFailure | None,
-    request_id: str,
-) -> None:
-    what = failure.kind if failure is not None else f"status {exchange.status}"
+def _log_fallback(route: Route, exchange: _Exchange, fallback: Target, request_id: str) -> None:
+    failure = exchange.failure
     log.warning(
         "fallback: route=%s from=%s to=%s request_id=%s reason=%s",
         route.id,
-        target.name,
+        exchange.target.name,
         fallback.name,
         request_id,
-        what,
+        failure.kind if failure is not None else f"status {exchange.status}",
     )
-    if fallback.metrics is not None:
-        fallback.metrics.count_fallback(route.id, target.name)
-
-
-async def _with_timeout(
-    seconds: float, work: Coroutine[Any, Any, None], exchange: _Exchange
-) -> None:
-    """Time out a backend that has not *started* its response within `seconds`."""
-    task = asyncio.ensure_future(work)
-    try:
-        done, _ = await asyncio.wait({task}, timeout=seconds)
-        if not done and not exchange.status:
-            raise BackendFailure(504, "timeout", f"no response within {seconds:g}s")
-        await task
-    finally:
-        if not task.done():
-            task.cancel()
-
-
-_PUBLIC_REASON = {
-    "exception": "the backend raised an error",
-    "timeout": "the backend did not answer in time",
-    "connect": "the backend cannot be reached",
-    "protocol": "the backend sent an invalid response",
-}
 
 
 def _describe(exc: BaseException) -> str:

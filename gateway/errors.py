@@ -1,23 +1,63 @@
-"""Failures a backend reports to the dispatcher, which turns them into answers.
+"""Failures the gateway answers for a backend, one class per kind.
 
     Exception
-    └── BackendFailure        the gateway must answer for the backend
-        (status 502 "connect" / "protocol" / "stream", 504 "timeout")
+    └── BackendFailure           the gateway must answer for the backend
+        ├── BackendError         500 exception  it raised, or returned without answering
+        ├── BackendTimeout       504 timeout    no response started within its timeout
+        ├── BackendUnreachable   502 connect    the upstream cannot be reached
+        ├── BadResponse          502 protocol   the upstream sent an invalid response
+        └── BrokenStream         502 stream     the upstream failed mid-body
 
-Any other exception escaping a backend is a bug in that backend: the
-dispatcher answers 500 with kind "exception". Either way the client gets a
-JSON body with the request id, and the metric
-`gateway_backend_errors_total{kind=...}` counts it.
+Each class carries its status, its `kind` (the label of
+`gateway_backend_errors_total{kind=...}`) and the public reason the client
+reads in the JSON answer, with the request id; `detail` is for the log line
+only. A failure after the response started cannot change the status: the
+connection is dropped, so the client sees a truncated body.
 """
 
 from __future__ import annotations
 
-FAILURE_KINDS = ("exception", "timeout", "connect", "protocol", "stream")
-
 
 class BackendFailure(Exception):
-    def __init__(self, status: int, kind: str, detail: str) -> None:
+    status = 500
+    kind = "exception"
+    reason = "the backend failed"
+
+    def __init__(self, detail: str) -> None:
         super().__init__(detail)
-        self.status = status
-        self.kind = kind
         self.detail = detail
+
+
+class BackendError(BackendFailure):
+    status = 500
+    kind = "exception"
+    reason = "the backend raised an error"
+
+
+class BackendTimeout(BackendFailure):
+    status = 504
+    kind = "timeout"
+    reason = "the backend did not answer in time"
+
+
+class BackendUnreachable(BackendFailure):
+    status = 502
+    kind = "connect"
+    reason = "the backend cannot be reached"
+
+
+class BadResponse(BackendFailure):
+    status = 502
+    kind = "protocol"
+    reason = "the backend sent an invalid response"
+
+
+class BrokenStream(BackendFailure):
+    status = 502
+    kind = "stream"
+    reason = "the backend failed mid-response"
+
+
+FAILURE_KINDS = tuple(
+    k.kind for k in (BackendError, BackendTimeout, BackendUnreachable, BadResponse, BrokenStream)
+)

@@ -83,9 +83,9 @@ class RouteMetrics:
             kind: metrics.backend_errors.labels(route, backend, kind) for kind in FAILURE_KINDS
         }
 
-    def count_fallback(self, route: str, source: str) -> None:
-        """A request of `route` replayed here after `source` failed."""
-        self._fallbacks.labels(route, source, self.backend).inc()
+    def count_fallback(self, source: str) -> None:
+        """A request of this route replayed here after `source` failed."""
+        self._fallbacks.labels(self.route, source, self.backend).inc()
 
     def observe(self, method: str, status: int, seconds: float) -> None:
         child = self._by_status.get((method, status))

@@ -21,48 +21,21 @@ import difflib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import Counter
 
+from gateway.bodies import Captured
+from gateway.http import REQUEST_ID
 from gateway.routefile.model import SAFE_METHODS, JsonPath, ShadowSpec
-from gateway.types import ASGIApp, Headers, Message, Scope
+from gateway.types import ASGIApp, Message, Scope
 
 log = logging.getLogger("gateway.shadow")
 
-BODY_CAP = 1024 * 1024
 MAX_IN_FLIGHT = 64
 KEEP_MISMATCHES = 20
 RESULTS = ("match", "mismatch", "error", "dropped")
 _MISSING = object()
-
-
-@dataclass(slots=True)
-class Captured:
-    """A response as a backend gave it (body capped)."""
-
-    status: int = 0
-    headers: Headers = field(default_factory=list)
-    body: bytearray = field(default_factory=bytearray)
-    overflow: bool = False
-
-    @property
-    def media_type(self) -> str:
-        for name, value in self.headers:
-            if name == b"content-type":
-                return value.decode("latin-1").split(";")[0].strip().lower()
-        return ""
-
-    def add(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self.status = message["status"]
-            self.headers = list(message.get("headers", ()))
-        elif message["type"] == "http.response.body" and not self.overflow:
-            self.body += message.get("body", b"")
-            if len(self.body) > BODY_CAP:
-                self.overflow = True
-                self.body.clear()
 
 
 class ShadowStats:
@@ -212,7 +185,8 @@ async def call(app: ASGIApp, scope: Scope, body: bytes, timeout: float) -> Captu
 
 
 class Shadower:
-    """The shadow policy of one route, bound to its running backends."""
+    """The shadow policy of one route, bound when its table is built to the running
+    backends of both sides and to the process's runner."""
 
     def __init__(
         self,
@@ -220,21 +194,31 @@ class Shadower:
         spec: ShadowSpec,
         shadow: ASGIApp,
         shadow_name: str,
+        primary: ASGIApp,
+        primary_name: str,
         stats: ShadowStats,
         count: dict[str, Counter] | None,
         unsafe: bool,
+        runner: ShadowRunner,
     ) -> None:
         self.route_id = route_id
         self.spec = spec
         self.backend = shadow
         self.backend_name = shadow_name
+        self.primary = primary
+        self.primary_name = primary_name
         self.stats = stats
         self._count = count  # label children by result, or None with metrics off
         self.fraction = spec.percent / 100.0
         self.unsafe = unsafe
+        self.runner = runner
 
     def wants(self, method: str, chance: float) -> bool:
         return (self.unsafe or method in SAFE_METHODS) and chance < self.fraction
+
+    def submit(self, scope: Scope, body: bytes | None, primary: Captured) -> None:
+        """Compare, in the background, the primary's answer with the shadow's."""
+        self.runner.submit(self, scope, body, primary)
 
     def result(self, result: str) -> None:
         self.stats.counts[result] += 1
@@ -250,39 +234,24 @@ class ShadowRunner:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def submit(
-        self,
-        shadower: Shadower,
-        primary_app: ASGIApp,
-        primary_name: str,
-        scope: Scope,
-        body: bytes | None,
-        primary: Captured,
+        self, shadower: Shadower, scope: Scope, body: bytes | None, primary: Captured
     ) -> None:
         if body is None or primary.overflow or len(self._tasks) >= self.max_in_flight:
             shadower.result("dropped")
             return
-        task = asyncio.create_task(
-            self._run(shadower, primary_app, primary_name, scope, body, primary)
-        )
+        task = asyncio.create_task(self._run(shadower, scope, body, primary))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(
-        self,
-        shadower: Shadower,
-        primary_app: ASGIApp,
-        primary_name: str,
-        scope: Scope,
-        body: bytes,
-        primary: Captured,
-    ) -> None:
+    async def _run(self, shadower: Shadower, scope: Scope, body: bytes, primary: Captured) -> None:
         spec = shadower.spec
+        primary_name = shadower.primary_name
         copy = dict(scope)
         copy["headers"] = [*scope["headers"], (b"x-gateway-shadow", b"1")]
         try:
             calls = [call(shadower.backend, copy, body, spec.timeout)]
             if spec.calibrate:
-                calls.append(call(primary_app, copy, body, spec.timeout))
+                calls.append(call(shadower.primary, copy, body, spec.timeout))
             answers = await asyncio.gather(*calls)
         except Exception as exc:  # a timeout included: the shadow never affects the client
             shadower.result("error")
@@ -321,7 +290,8 @@ class ShadowRunner:
 
 
 def _request_id(scope: Scope) -> str:
+    """The id the request path put in the scope (the client's own, or the gateway's)."""
     for name, value in scope["headers"]:
-        if name == b"x-request-id":
+        if name == REQUEST_ID:
             return bytes(value).decode("latin-1")
     return ""

@@ -3,10 +3,11 @@
 `build_table()` turns a validated `GatewayConfig` plus running backends into a
 `RouteTable`: the segment trie, and for every route everything the request
 path needs, computed once: the backend objects of each side (primary, canary,
-fallback) with their response headers as bytes and their metric label
-children, the canary split, the shadow comparator and the rollback watch. The
-gateway publishes a table by one attribute assignment; a request reads it once
-and keeps it to the end.
+fallback) with their response headers as bytes, their metric label children
+and their time-to-first-byte limit, the canary split, the shadower bound to its
+backends and runner, the rollback watch, and the plan of a route whose plan
+does not depend on the request. The control plane publishes a table by one
+attribute assignment; a request reads it once and keeps it to the end.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from gateway.metrics import Metrics, RouteMetrics
 from gateway.rollback import RollbackWatch
 from gateway.route_state import RouteState
 from gateway.routefile.model import DEFAULT_ROUTE_ID, GatewayConfig, RouteSpec
-from gateway.shadow import Shadower
+from gateway.shadow import Shadower, ShadowRunner
 from gateway.types import Headers
+from gateway.upstream import DEFAULT_TIMEOUT
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -33,7 +35,38 @@ class Target:
     backend: Backend
     response_headers: Headers
     metrics: RouteMetrics | None
-    timeout: float | None  # for in-process backends; remote ones time out in the client
+    timeout: float | None  # seconds to the first byte of the answer; None: no limit
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Canary:
+    """Which requests the canary serves, and the canary."""
+
+    split: CanarySplit
+    target: Target
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Fallback:
+    """Where a failed idempotent request is replayed, and the watch that rolls the
+    route back to it (with a `rollback:` policy)."""
+
+    target: Target
+    rollback: RollbackWatch | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Plan:
+    """What serves one request: see `gateway.dispatch.plan`."""
+
+    target: Target
+    fallback: Target | None = None  # replay a failed answer here, once
+    shadower: Shadower | None = None  # copy the request, compare the answers
+    rollback: RollbackWatch | None = None  # the target's answers count towards a rollback
+
+    @property
+    def keeps_body(self) -> bool:
+        return self.fallback is not None or self.shadower is not None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -42,17 +75,28 @@ class Route:
 
     id: str
     primary: Target
-    canary: CanarySplit | None = None
-    canary_target: Target | None = None
-    fallback: Target | None = None
+    canary: Canary | None = None
+    fallback: Fallback | None = None
     shadower: Shadower | None = None
-    rollback: RollbackWatch | None = None
+    # The plan of every request, when no policy depends on the request.
+    fixed: Plan | None = None
 
     def weights(self) -> list[tuple[str, float]]:
-        if self.canary is None or self.canary_target is None:
+        if self.canary is None:
             return [(self.primary.name, 1.0)]
-        share = min(1.0, max(0.0, self.canary.fraction))
-        return [(self.primary.name, 1.0 - share), (self.canary_target.name, share)]
+        share = min(1.0, max(0.0, self.canary.split.fraction))
+        return [(self.primary.name, 1.0 - share), (self.canary.target.name, share)]
+
+
+def _route(
+    id: str,
+    primary: Target,
+    canary: Canary | None = None,
+    fallback: Fallback | None = None,
+    shadower: Shadower | None = None,
+) -> Route:
+    plain = canary is None and fallback is None and shadower is None
+    return Route(id, primary, canary, fallback, shadower, Plan(primary) if plain else None)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -79,6 +123,7 @@ def build_table(
     metrics: Metrics | None,
     route_headers: bool = True,
     state: RouteState | None = None,
+    shadows: ShadowRunner | None = None,
 ) -> RouteTable:
     def target(route_id: str, name: str) -> Target:
         backend = backends[name]
@@ -90,46 +135,44 @@ def build_table(
                 (b"x-gateway-route", route_id.encode()),
                 (b"x-gateway-backend", name.encode()),
             ]
+        timeout = spec.timeout
+        if timeout is None and spec.kind == "url":
+            timeout = DEFAULT_TIMEOUT  # a remote upstream that never answers holds a client
         return Target(
             name=name,
             backend=backend,
             response_headers=headers,
             metrics=metrics.for_route(route_id, name) if metrics else None,
-            timeout=spec.timeout if spec.kind != "url" else None,
+            timeout=timeout,
         )
 
     def route(spec: RouteSpec) -> Route:
-        canary = shadower = watch = None
-        canary_target = fallback = None
+        primary = target(spec.id, spec.backend)
+        canary = fallback = shadower = None
         # A policy naming the route's own backend (after a flip or a rollback, say)
         # has nothing to do, and is valid: flips must not have to edit policies.
         if spec.canary is not None and spec.canary.backend != spec.backend:
-            canary = CanarySplit(spec.id, spec.canary)
-            canary_target = target(spec.id, spec.canary.backend)
+            canary = Canary(CanarySplit(spec.id, spec.canary), target(spec.id, spec.canary.backend))
         if spec.fallback is not None and spec.fallback != spec.backend:
-            fallback = target(spec.id, spec.fallback)
+            watch = None
             if spec.rollback is not None and state is not None:
                 watch = state.rollback_watch(spec.id, spec.backend, spec.fallback, spec.rollback)
-        shadowed = spec.shadow is not None and spec.shadow.backend != spec.backend
-        if spec.shadow is not None and shadowed and state is not None:
+            fallback = Fallback(target(spec.id, spec.fallback), watch)
+        shadow = spec.shadow
+        if shadow is not None and shadow.backend != spec.backend and state and shadows:
             shadower = Shadower(
                 spec.id,
-                spec.shadow,
-                backends[spec.shadow.backend],
-                spec.shadow.backend,
+                shadow,
+                backends[shadow.backend],
+                shadow.backend,
+                primary.backend,
+                primary.name,
                 state.shadow_stats(spec.id),
                 metrics.shadow_children(spec.id) if metrics else None,
                 spec.unsafe,
+                shadows,
             )
-        return Route(
-            spec.id,
-            target(spec.id, spec.backend),
-            canary,
-            canary_target,
-            fallback,
-            shadower,
-            watch,
-        )
+        return _route(spec.id, primary, canary, fallback, shadower)
 
     router: Router[Route] = Router()
     routes = []
@@ -139,5 +182,5 @@ def build_table(
         routes.append(compiled)
     default = None
     if config.default:
-        default = Route(DEFAULT_ROUTE_ID, target(DEFAULT_ROUTE_ID, config.default))
+        default = _route(DEFAULT_ROUTE_ID, target(DEFAULT_ROUTE_ID, config.default))
     return RouteTable(config, router, tuple(routes), default)

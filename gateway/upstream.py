@@ -8,8 +8,9 @@ aiohttp proxies at the upstream's own speed. Bodies are never buffered: the
 request body is fed to the upstream as the client sends it, and the response
 is relayed chunk by chunk, so an SSE stream stays a stream.
 
-Failures before the response starts are raised as `BackendFailure` for the
-dispatcher to answer (connect error -> 502, timeout -> 504). A failure once
+Failures before the response starts are raised as `BackendFailure`s for the
+dispatcher to answer (connect error -> 502, timeout -> 504); the time to the
+first byte is bounded by the dispatcher, as for every backend. A failure once
 the response has started cannot change the status any more: the connection
 is dropped so the client sees a truncated body, never a silently short one.
 """
@@ -25,7 +26,8 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from gateway.errors import BackendFailure
+from gateway.errors import BackendTimeout, BackendUnreachable, BadResponse, BrokenStream
+from gateway.http import has_body
 from gateway.routefile.model import BackendSpec
 from gateway.types import Headers, Receive, Scope, Send
 
@@ -76,9 +78,10 @@ class HTTPBackend:
         self.spec = spec
         self.client = client
         seconds = spec.timeout or DEFAULT_TIMEOUT
-        # Bounds on connecting and on each wait for data, not on the whole exchange:
-        # an event stream may rightly last for hours.
-        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
+        # The dispatcher bounds the time to the first byte; this bounds each wait for
+        # data after it, not the whole exchange: an event stream may rightly last for
+        # hours, but not stall.
+        self.timeout = aiohttp.ClientTimeout(total=None, sock_read=seconds)
 
     async def start(self) -> None:
         return None
@@ -86,15 +89,14 @@ class HTTPBackend:
     async def close(self) -> None:
         return None  # the shared client is closed by the gateway that owns it
 
-    def _request(self, scope: Scope) -> tuple[str, CIMultiDict[str], bool]:
-        """(URL, headers for the upstream, whether a request body follows)."""
+    def _request(self, scope: Scope) -> tuple[str, CIMultiDict[str]]:
+        """(URL, headers for the upstream)."""
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         url = self.spec.target + raw_path.decode("latin-1")
         if scope["query_string"]:
             url += "?" + scope["query_string"].decode("latin-1")
         host = b""
         forwarded_for = b""
-        has_body = False
         kept: CIMultiDict[str] = CIMultiDict()
         for name, value in _strip_hop_by_hop(scope["headers"]):
             if name == b"host":
@@ -104,37 +106,33 @@ class HTTPBackend:
             elif name == b"x-forwarded-proto" or name == b"x-forwarded-host":
                 continue  # replaced below: we are the proxy the upstream trusts
             else:
-                if name == b"content-length":
-                    has_body = value != b"0"
                 kept.add(name.decode("latin-1"), value.decode("latin-1"))
-        if any(n == b"transfer-encoding" for n, _ in scope["headers"]):
-            has_body = True
         client = scope.get("client")
         if client:
             kept.add("x-forwarded-for", (forwarded_for + client[0].encode()).decode("latin-1"))
         kept.add("x-forwarded-proto", scope.get("scheme", "http"))
         if host:
             kept.add("x-forwarded-host", host.decode("latin-1"))
-        return url, kept, has_body
+        return url, kept
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        url, headers, has_body = self._request(scope)
+        url, headers = self._request(scope)
         try:
             response = await self.client.request(
                 scope["method"],
                 URL(url, encoded=True),  # relay the client's bytes: no re-quoting
                 headers=headers,
-                data=_request_body(receive) if has_body else None,
+                data=_request_body(receive) if has_body(scope) else None,
                 allow_redirects=False,
                 timeout=self.timeout,
             )
         except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
             reason = f"upstream timed out ({type(exc).__name__})"
-            raise BackendFailure(504, "timeout", reason) from None
+            raise BackendTimeout(reason) from None
         except aiohttp.ClientConnectorError as exc:
-            raise BackendFailure(502, "connect", f"cannot connect to upstream: {exc}") from None
+            raise BackendUnreachable(f"cannot connect to upstream: {exc}") from None
         except aiohttp.ClientError as exc:
-            raise BackendFailure(502, "protocol", f"upstream failed: {exc!r}") from None
+            raise BadResponse(f"upstream failed: {exc!r}") from None
         try:
             response_headers = _strip_hop_by_hop(
                 [(name.lower(), value) for name, value in response.raw_headers]
@@ -162,7 +160,7 @@ class HTTPBackend:
             # Headers are gone already; returning without the final message makes
             # the server drop the connection, so the client sees the truncation.
             log.warning("backend=%s upstream body failed mid-stream: %r", self.spec.name, exc)
-            raise BackendFailure(502, "stream", str(exc)) from None
+            raise BrokenStream(str(exc)) from None
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 

@@ -10,10 +10,11 @@ import pytest
 from starlette.testclient import TestClient
 
 from gateway.app import Gateway
+from gateway.bodies import Captured
 from gateway.cli import main
 from gateway.routefile.policy_rules import parse_json_path
 from gateway.settings import Settings
-from gateway.shadow import Captured, compare, json_differences
+from gateway.shadow import compare, json_differences
 from tests import apps
 from tests.harness import (
     TEST_BACKENDS,
