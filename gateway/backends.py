@@ -50,12 +50,7 @@ class WSGIBackend:
 
     def __init__(self, spec: BackendSpec, executor: ThreadPoolExecutor) -> None:
         self.spec = spec
-        app = import_target(spec.target)
-        # a2wsgi makes a pool per middleware; every WSGI backend shares the
-        # gateway's one pool instead, so its size is one setting for the process.
-        self._asgi = WSGIMiddleware(app, workers=1)
-        self._asgi.executor.shutdown(wait=False)
-        self._asgi.executor = executor
+        self._asgi = _wsgi_on(import_target(spec.target), executor)
 
     async def start(self) -> None:
         return None
@@ -65,6 +60,21 @@ class WSGIBackend:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._asgi(scope, receive, send)  # type: ignore[arg-type]
+
+
+def _wsgi_on(app: Any, executor: ThreadPoolExecutor) -> WSGIMiddleware:
+    """a2wsgi's bridge for `app`, running it on `executor`.
+
+    a2wsgi makes a thread pool per middleware; every WSGI backend shares the
+    gateway's one pool instead, so its size is one setting for the process. a2wsgi
+    has no parameter for that: this replaces its `executor` attribute, an internal.
+    pyproject.toml bounds a2wsgi's version so that a release that moves it fails
+    the install, not production.
+    """
+    bridge = WSGIMiddleware(app, workers=1)
+    bridge.executor.shutdown(wait=False)
+    bridge.executor = executor
+    return bridge
 
 
 class ASGIBackend:

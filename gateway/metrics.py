@@ -214,27 +214,25 @@ class _LiveCollector(Collector):
 
 
 def forget_dead_workers(directory: str) -> None:
-    """Drop the live gauges of worker processes that no longer exist."""
+    """Drop the live gauges of worker processes that no longer exist.
+
+    prometheus-client has no call that lists the processes with files in the
+    directory: this reads its file names (`gauge_live<mode>_<pid>.db`), an
+    internal. pyproject.toml bounds prometheus-client's version so that a release
+    that renames them fails the install, not production.
+    """
     try:
         names = os.listdir(directory)
     except OSError:
         return
-    dead: set[int] = set()
-    for name in names:
-        m = _LIVE_GAUGE_FILE.match(name)
-        if m is None:
-            continue
-        pid = int(m.group(1))
-        if pid in dead:
-            continue
+    pids = {int(m.group(1)) for name in names if (m := _LIVE_GAUGE_FILE.match(name))}
+    for pid in pids:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            dead.add(pid)
+            prom_multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
         except PermissionError:
             pass
-    for pid in dead:
-        prom_multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
 
 
 def prepare_multiprocess_dir(directory: Path) -> None:
