@@ -188,5 +188,8 @@ def test_backend_whose_startup_fails_keeps_the_gateway_from_starting(tmp_path: P
         tmp_path,
         'version: 1\nbackends:\n  new: {asgi: "tests.apps:failing_startup"}\ndefault: new\n',
     )
-    with pytest.raises(RuntimeError), gateway_client(path):
+    with (
+        pytest.raises(RuntimeError, match="backend 'new' failed to start: database unreachable"),
+        gateway_client(path),
+    ):
         pass

@@ -205,16 +205,54 @@ def test_rollback_flips_the_failing_route_in_the_file_and_only_that_route(
 
 
 def test_rollback_never_flips_back_by_itself(tmp_path: Path) -> None:
+    status_route = "  - id: status\n    path: /status/{code}\n    backend: new\n"
+    text = TABLE.replace(
+        status_route + "    fallback: legacy\n",
+        status_route
+        + "    fallback: legacy\n    rollback: {error_ratio: 0.5, window: 1, min_requests: 5}\n",
+    )
+    rolled_back = text.replace(status_route, status_route.replace("new", "legacy"))
+    path = write_routes(tmp_path, text)
+    with gateway_client(path, watch_interval=5) as client:
+        for _ in range(5):
+            assert client.get("/status/503").status_code == 200  # new fails; legacy answers
+        deadline = time.monotonic() + 10
+        while path.read_text() != rolled_back:
+            assert time.monotonic() < deadline, "no rollback"
+            time.sleep(0.02)
+        # The backend recovers, and the one-second window has long moved on: the
+        # route stays where the rollback put it until a person flips it.
+        until = time.monotonic() + 3
+        while time.monotonic() < until:
+            r = client.get("/status/200")
+            assert (r.status_code, r.headers["x-gateway-backend"]) == (200, "legacy")
+            time.sleep(0.05)
+        routes = client.get("/-/routes").json()["routes"]
+        assert [r["backend"] for r in routes if r["id"] == "status"] == ["legacy"]
+        assert 'gateway_rollbacks_total{route="status"} 1.0' in client.get("/metrics").text
+    assert path.read_text() == rolled_back
+
+
+def test_policies_naming_the_routes_own_backend_do_nothing(tmp_path: Path) -> None:
+    """After a flip or a rollback a route's policies may name its own backend: valid,
+    and inert (no canary share, no copy, no replay on the same side)."""
     text = TABLE.replace(
         "  - id: fail\n    path: /fail\n    backend: new\n    fallback: legacy\n",
-        "  - id: fail\n    path: /fail\n    backend: legacy\n    fallback: new\n"
-        "    rollback: {error_ratio: 0.5, window: 60, min_requests: 5}\n",
+        "  - id: fail\n    path: /fail\n    backend: new\n    fallback: new\n"
+        "    canary: {backend: new, percent: 50}\n    shadow: {backend: new}\n"
+        "    rollback: {error_ratio: 0.5, window: 60, min_requests: 1}\n",
     )
     path = write_routes(tmp_path, text)
     with gateway_client(path, watch_interval=5) as client:
-        for _ in range(10):
-            client.get("/fail")  # legacy echoes fine: nothing to roll back
+        answers = [client.get("/fail") for _ in range(4)]
+        assert {(r.status_code, r.headers["x-gateway-backend"]) for r in answers} == {(500, "new")}
+        assert {r.json()["kind"] for r in answers} == {"exception"}
         time.sleep(0.2)
+        assert client.get("/-/shadow").json()["routes"] == {}
+        metrics = client.get("/metrics").text
+    assert 'gateway_route_weight{backend="new",route="fail"} 1.0' in metrics
+    assert 'gateway_fallbacks_total{from="new",route="fail",to="new"}' not in metrics
+    assert 'gateway_rollbacks_total{route="fail"}' not in metrics
     assert path.read_text() == text
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
+from gateway.routefile.editing import flip
 from tests.harness import gateway_client
 
 COMMENTED = """\
@@ -121,6 +122,21 @@ def test_flip_to_the_same_backend_changes_nothing(
 
 
 # --- admin API -----------------------------------------------------------------
+
+
+def test_flip_with_expect_changes_only_routes_still_on_the_expected_backend() -> None:
+    """The guard an automatic rollback uses: it must not undo an operator's flip."""
+    data = COMMENTED.encode()
+    # books.get is on legacy, not on new: a rollback expecting new changes nothing.
+    unchanged = flip("books.get", "legacy", expect="new")(data, "routes.yaml")
+    assert (unchanged.changed, unchanged.data) == ([], data)
+    moved = flip("books.get", "new", expect="legacy")(data, "routes.yaml")
+    assert moved.changed == ["books.get"]
+    assert moved.data == data.replace(b"backend: 'legacy'", b"backend: 'new'")
+    # Every route, but only those on the expected side.
+    every = flip(None, "legacy", expect="new")(data, "routes.yaml")
+    assert every.changed == ["books.list"]
+    assert every.config.route("books.list").backend == "legacy"
 
 
 def test_routes_endpoint_describes_the_live_table(routes: Path) -> None:

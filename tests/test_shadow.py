@@ -138,14 +138,18 @@ def test_only_safe_methods_are_shadowed_unless_unsafe(tmp_path: Path) -> None:
         assert apps.calls["asgi.book"] == 1
 
 
-def test_percent_samples_the_copies(tmp_path: Path) -> None:
-    path = write_routes(tmp_path, table("{backend: new, percent: 0}"))
+@pytest.mark.parametrize(("percent", "low", "high"), [(0, 0, 0), (100, 200, 200), (25, 20, 80)])
+def test_percent_samples_the_copies(tmp_path: Path, percent: int, low: int, high: int) -> None:
+    """200 requests: none, every one, or about a quarter copied (25% of 200 is 50; the
+    bounds are more than four standard deviations wide)."""
+    path = write_routes(tmp_path, table(f"{{backend: new, percent: {percent}}}"))
     with gateway_client(path) as client:
         apps.calls["asgi.book"] = 0
-        for _ in range(20):
-            client.get("/book")
-        time.sleep(0.2)
-    assert apps.calls["asgi.book"] == 0
+        for _ in range(200):
+            assert client.get("/book").headers["x-gateway-backend"] == "legacy"
+        counts = wait_for_counts(client, "book", max(low, 1), seconds=10 if low else 0.3)
+    assert low <= apps.calls["asgi.book"] <= high
+    assert sum(counts.values()) == apps.calls["asgi.book"]
 
 
 def test_excess_copies_are_dropped_and_counted(tmp_path: Path) -> None:
