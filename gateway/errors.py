@@ -19,9 +19,7 @@ from __future__ import annotations
 
 
 class BackendFailure(Exception):
-    status = 500
-    kind = "exception"
-    reason = "the backend failed"
+    status, kind, reason = 500, "exception", "the backend failed"
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -29,33 +27,23 @@ class BackendFailure(Exception):
 
 
 class BackendError(BackendFailure):
-    status = 500
-    kind = "exception"
-    reason = "the backend raised an error"
+    status, kind, reason = 500, "exception", "the backend raised an error"
 
 
 class BackendTimeout(BackendFailure):
-    status = 504
-    kind = "timeout"
-    reason = "the backend did not answer in time"
+    status, kind, reason = 504, "timeout", "the backend did not answer in time"
 
 
 class BackendUnreachable(BackendFailure):
-    status = 502
-    kind = "connect"
-    reason = "the backend cannot be reached"
+    status, kind, reason = 502, "connect", "the backend cannot be reached"
 
 
 class BadResponse(BackendFailure):
-    status = 502
-    kind = "protocol"
-    reason = "the backend sent an invalid response"
+    status, kind, reason = 502, "protocol", "the backend sent an invalid response"
 
 
 class BrokenStream(BackendFailure):
-    status = 502
-    kind = "stream"
-    reason = "the backend failed mid-response"
+    status, kind, reason = 502, "stream", "the backend failed mid-response"
 
 
 FAILURE_KINDS = tuple(

@@ -106,11 +106,14 @@ class Metrics:
         self.multiprocess_dir = os.environ.get(MULTIPROC_ENV) or None
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(
+
+        def counter(name: str, help: str, labels: list[str]) -> Counter:
+            return Counter(name, help, labels, registry=r)
+
+        self.requests = counter(
             "gateway_requests",
             "Requests answered, per route, backend, method and status code.",
             ["route", "backend", "method", "code"],
-            registry=r,
         )
         self.duration = Histogram(
             "gateway_request_duration_seconds",
@@ -126,35 +129,28 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
-        self.backend_errors = Counter(
+        self.backend_errors = counter(
             "gateway_backend_errors",
             "Requests the gateway answered itself because the backend failed, per kind.",
             ["route", "backend", "kind"],
-            registry=r,
         )
-        self.reloads = Counter(
-            "gateway_config_reloads",
-            "Route table reloads, by result.",
-            ["result"],
-            registry=r,
+        self.reloads = counter(
+            "gateway_config_reloads", "Route table reloads, by result.", ["result"]
         )
-        self.shadow = Counter(
+        self.shadow = counter(
             "gateway_shadow_requests",
             "Shadow copies, by result: match, mismatch, error, dropped.",
             ["route", "result"],
-            registry=r,
         )
-        self.fallbacks = Counter(
+        self.fallbacks = counter(
             "gateway_fallbacks",
             "Requests replayed on the fallback backend after the first one failed.",
             ["route", "from", "to"],
-            registry=r,
         )
-        self.rollbacks = Counter(
+        self.rollbacks = counter(
             "gateway_rollbacks",
             "Automatic rollbacks: the route was flipped to its fallback.",
             ["route"],
-            registry=r,
         )
         for result in ("success", "failure"):
             self.reloads.labels(result)  # both series exist from the start

@@ -21,6 +21,7 @@ import difflib
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import Counter
@@ -184,34 +185,25 @@ async def call(app: ASGIApp, scope: Scope, body: bytes, timeout: float) -> Captu
     return captured
 
 
+@dataclass(eq=False, slots=True)
 class Shadower:
     """The shadow policy of one route, bound when its table is built to the running
     backends of both sides and to the process's runner."""
 
-    def __init__(
-        self,
-        route_id: str,
-        spec: ShadowSpec,
-        shadow: ASGIApp,
-        shadow_name: str,
-        primary: ASGIApp,
-        primary_name: str,
-        stats: ShadowStats,
-        count: dict[str, Counter] | None,
-        unsafe: bool,
-        runner: ShadowRunner,
-    ) -> None:
-        self.route_id = route_id
-        self.spec = spec
-        self.backend = shadow
-        self.backend_name = shadow_name
-        self.primary = primary
-        self.primary_name = primary_name
-        self.stats = stats
-        self._count = count  # label children by result, or None with metrics off
-        self.fraction = spec.percent / 100.0
-        self.unsafe = unsafe
-        self.runner = runner
+    route_id: str
+    spec: ShadowSpec
+    backend: ASGIApp
+    backend_name: str
+    primary: ASGIApp
+    primary_name: str
+    stats: ShadowStats
+    count: dict[str, Counter] | None  # label children by result, or None with metrics off
+    unsafe: bool
+    runner: ShadowRunner
+    fraction: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fraction = self.spec.percent / 100.0
 
     def wants(self, method: str, chance: float) -> bool:
         return (self.unsafe or method in SAFE_METHODS) and chance < self.fraction
@@ -222,8 +214,8 @@ class Shadower:
 
     def result(self, result: str) -> None:
         self.stats.counts[result] += 1
-        if self._count is not None:
-            self._count[result].inc()
+        if self.count is not None:
+            self.count[result].inc()
 
 
 class ShadowRunner:

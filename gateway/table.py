@@ -79,24 +79,17 @@ class Route:
     fallback: Fallback | None = None
     shadower: Shadower | None = None
     # The plan of every request, when no policy depends on the request.
-    fixed: Plan | None = None
+    fixed: Plan | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        plain = self.canary is None and self.fallback is None and self.shadower is None
+        object.__setattr__(self, "fixed", Plan(self.primary) if plain else None)
 
     def weights(self) -> list[tuple[str, float]]:
         if self.canary is None:
             return [(self.primary.name, 1.0)]
         share = min(1.0, max(0.0, self.canary.split.fraction))
         return [(self.primary.name, 1.0 - share), (self.canary.target.name, share)]
-
-
-def _route(
-    id: str,
-    primary: Target,
-    canary: Canary | None = None,
-    fallback: Fallback | None = None,
-    shadower: Shadower | None = None,
-) -> Route:
-    plain = canary is None and fallback is None and shadower is None
-    return Route(id, primary, canary, fallback, shadower, Plan(primary) if plain else None)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -172,7 +165,7 @@ def build_table(
                 spec.unsafe,
                 shadows,
             )
-        return _route(spec.id, primary, canary, fallback, shadower)
+        return Route(spec.id, primary, canary, fallback, shadower)
 
     router: Router[Route] = Router()
     routes = []
@@ -182,5 +175,5 @@ def build_table(
         routes.append(compiled)
     default = None
     if config.default:
-        default = _route(DEFAULT_ROUTE_ID, target(DEFAULT_ROUTE_ID, config.default))
+        default = Route(DEFAULT_ROUTE_ID, target(DEFAULT_ROUTE_ID, config.default))
     return RouteTable(config, router, tuple(routes), default)
