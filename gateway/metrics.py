@@ -46,10 +46,13 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway.errors import FAILURE_KINDS
+from gateway.routefile.model import HTTP_METHODS
 from gateway.shadow import RESULTS as SHADOW_RESULTS
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# The method label: every method a route may list but TRACE and CONNECT (seldom
+# seen, counted as OTHER with anything else a client sends).
+_METHODS = HTTP_METHODS - {"TRACE", "CONNECT"}
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
 
