@@ -6,6 +6,8 @@
     PUT  /-/routes/{id}      {"backend": NAME}: flip one route, persisted to the source
                              {"canary": {"percent": P}}: set its canary share
     GET  /-/shadow[?route=]  shadow comparison counts and the last mismatches
+    GET  /-/inventory        the migration inventory of the live table, with the live
+                             figures of every worker (gateway.inventory)
     POST /-/reload           re-read the source now
 
 Reads are open. Changes need `Authorization: Bearer <token>` when
@@ -18,6 +20,7 @@ follow the source. Off the request path, so plain Starlette routing.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -56,6 +59,7 @@ class Admin:
                 Route("/routes", self.routes, methods=["GET"]),
                 Route("/routes/{route_id}", self.change_route, methods=["PUT"]),
                 Route("/shadow", self.shadow, methods=["GET"]),
+                Route("/inventory", self.inventory, methods=["GET"]),
                 Route("/reload", self.reload, methods=["POST"]),
             ],
             exception_handlers={HTTPException: _http_error, Exception: _internal_error},
@@ -112,6 +116,17 @@ class Admin:
                 }
             }
         )
+
+    async def inventory(self, request: Request) -> Response:
+        table, metrics = self.control.table, self.control.metrics
+        if table is None:
+            return JSONResponse({"error": "no route table yet"}, status_code=503)
+        from gateway.inventory import live_report
+
+        # Off the loop, as /metrics is: it reads the apps and every worker's counters.
+        families = metrics.families if metrics is not None else list
+        report = await asyncio.to_thread(lambda: live_report(table.config, families()))
+        return JSONResponse(report)
 
     # --- changes ---------------------------------------------------------------
 

@@ -7,6 +7,9 @@
     gateway flip   --all BACKEND [--config]     the emergency switch: every route
     gateway canary ROUTE_ID PERCENT [--backend B] set (or add) a route's canary share
     gateway diff   ROUTE_ID [--url]             the last shadow mismatches of a route
+    gateway inventory [--config] [--json] [--url] [--legacy-backend NAME]
+                                                what is left to migrate, per endpoint
+    gateway init   --legacy MOD:APP --new MOD:APP [-o FILE]   a starter route file
 
 Exit codes: 0 success, 1 invalid config or refused change, 2 usage error.
 Expected failures print one plain line each, never a traceback.
@@ -20,6 +23,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from gateway.inventory.commands import FlipAll, check_warnings
+from gateway.inventory.commands import add_commands as add_inventory_commands
 from gateway.routefile.editing import Edit, EditError, EditResult, flip, set_canary
 from gateway.routefile.loading import load_config
 from gateway.routefile.model import ConfigError, GatewayConfig
@@ -47,9 +52,20 @@ def cmd_check(args: argparse.Namespace) -> int:
         config = load_config(args.file)
     except ConfigError as exc:
         return _report(exc, args.file)
+    # The inventory's warnings: endpoints a route misroutes, app routes the gateway hides.
+    warnings, notes = check_warnings(config)
+    for warning in warnings:
+        print(f"{args.file}: warning: {warning}", file=sys.stderr)
+    for note in notes:
+        print(f"{args.file}: note: {note}", file=sys.stderr)
+    if warnings and args.strict:
+        print(f"{args.file}: {len(warnings)} warning(s), failing (--strict)", file=sys.stderr)
+        return 1
     print(
         f"{args.file}: OK ({len(config.routes)} routes, {len(config.backends)} backends, "
-        f"default: {config.default or 'none'})"
+        f"default: {config.default or 'none'}"
+        + (f", {len(warnings)} warning(s)" if warnings else "")
+        + ")"
     )
     return 0
 
@@ -102,14 +118,23 @@ def cmd_flip(args: argparse.Namespace) -> int:
             print("usage: gateway flip ROUTE_ID BACKEND (or --all BACKEND)", file=sys.stderr)
             return 2
         route_id, backend = args.route_id, args.backend
-    result = _edit(args.config, flip(route_id, backend))
+    edit: Edit = flip(route_id, backend)
+    flip_all = None
+    if route_id is None and not args.force:  # the emergency switch leaves what it cannot serve
+        edit = flip_all = FlipAll(backend)
+    result = _edit(args.config, edit)
     if isinstance(result, int):
         return result
+    left = flip_all.left if flip_all else {}
     if result.changed:
         print(f"{args.config}: {', '.join(result.changed)} -> {backend}")
     else:
-        target = route_id or "every route"
+        target = route_id or ("every other route" if left else "every route")
         print(f"{args.config}: {target} already on {backend}; nothing to change")
+    for route, why in left.items():
+        print(f"{args.config}: left {route} as it was: {why} (--force flips it anyway)")
+    if flip_all and flip_all.unknown:
+        print(f"{args.config}: note: {flip_all.unknown}; flipped every route", file=sys.stderr)
     return 0
 
 
@@ -189,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate a route file and list every problem")
     check.add_argument("file", nargs="?", default=_default_config())
+    check.add_argument("--strict", action="store_true", help="fail on warnings too")
     check.set_defaults(func=cmd_check)
 
     routes = sub.add_parser("routes", help="print the route table")
@@ -200,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     flip_p.add_argument("route_id", metavar="ROUTE_ID", help="route id (with --all: the backend)")
     flip_p.add_argument("backend", metavar="BACKEND", nargs="?")
     flip_p.add_argument("--all", action="store_true", help="flip every route to BACKEND")
+    flip_p.add_argument(
+        "--force", action="store_true", help="with --all: also routes BACKEND does not implement"
+    )
     flip_p.add_argument("--config", default=_default_config())
     flip_p.set_defaults(func=cmd_flip)
 
@@ -219,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diff.add_argument("--admin-prefix", default="/-/")
     diff.set_defaults(func=cmd_diff)
+
+    add_inventory_commands(sub, _default_config())
 
     serve_p = sub.add_parser("serve", help="serve the gateway")
     add_arguments(serve_p)

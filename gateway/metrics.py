@@ -184,13 +184,21 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         """The exposition body and its content type."""
+        return generate_latest(self._scraped()), CONTENT_TYPE_LATEST
+
+    def families(self) -> list[Metric]:
+        """Every metric family as a scrape sees it (all workers together): the inventory's
+        live figures come from here."""
+        return list(self._scraped().collect())
+
+    def _scraped(self) -> CollectorRegistry:
         if self.multiprocess_dir is None:
-            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+            return self.registry
         forget_dead_workers(self.multiprocess_dir)
         registry = CollectorRegistry()
         prom_multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         registry.register(self._live)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
+        return registry
 
 
 class _LiveCollector(Collector):

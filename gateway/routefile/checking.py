@@ -31,7 +31,7 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 MAX_TIMEOUT = 3600.0  # seconds: a backend timeout past an hour is a mistake (or .inf)
 _IMPORT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _TOP_KEYS = ("version", "backends", "default", "routes")
-_BACKEND_KEYS = (*BACKEND_KINDS, "timeout")
+_BACKEND_KEYS = (*BACKEND_KINDS, "timeout", "openapi")
 _ROUTE_KEYS = ("id", "path", "methods", "backend", *POLICY_KEYS)
 
 
@@ -128,7 +128,23 @@ class Checker(NodeReader):
             timeout = self.number(
                 entries["timeout"][1], f"{what}: 'timeout' (seconds)", 0, MAX_TIMEOUT, low_open=True
             )
-        return BackendSpec(name, kind, target, timeout, where=self.at(value_node))
+        openapi = self.openapi(entries.get("openapi"), what, kind)
+        return BackendSpec(name, kind, target, timeout, openapi, where=self.at(value_node))
+
+    def openapi(
+        self, entry: tuple[yaml.Node, yaml.Node] | None, what: str, kind: str
+    ) -> str | None:
+        """Where a url backend's OpenAPI document is, for `gateway inventory`."""
+        if entry is None:
+            return None
+        if kind != "url":
+            self.problem(
+                entry[0],
+                f"{what}: 'openapi' is for url backends; the routes of an in-process app "
+                "are read from the app itself",
+            )
+            return None
+        return self.string(entry[1], f"{what}: 'openapi' (a path such as /openapi.json, or a file)")
 
     def routes(
         self, entry: tuple[yaml.Node, yaml.Node] | None, backends: set[str]

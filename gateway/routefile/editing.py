@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import yaml
@@ -43,11 +43,14 @@ Edit = Callable[[bytes, str], EditResult]
 """An edit: (the current text, the source's name for problems) -> the result."""
 
 
-def flip(route_id: str | None, backend: str, expect: str | None = None) -> Edit:
+def flip(
+    route_id: str | None, backend: str, expect: str | None = None, keep: Collection[str] = ()
+) -> Edit:
     """Point one route (or, with route_id None, every route) at `backend`.
 
     With `expect`, only a route currently on `expect` is changed (an automatic
-    rollback must not undo what an operator did in the meantime).
+    rollback must not undo what an operator did in the meantime). Routes in `keep`
+    are left as they are (`flip --all` keeps those `backend` cannot serve).
     """
 
     def edit(current: GatewayConfig, routes: dict[str, yaml.MappingNode]) -> Splices:
@@ -57,7 +60,7 @@ def flip(route_id: str | None, backend: str, expect: str | None = None) -> Edit:
         edits: list[tuple[yaml.Node, str | float]] = []
         changed: list[str] = []
         for rid, node in routes.items():
-            if route_id is not None and rid != route_id:
+            if (route_id is not None and rid != route_id) or rid in keep:
                 continue
             now = current.route(rid).backend
             if now != backend and (expect is None or now == expect):

@@ -1,7 +1,8 @@
 """The route file's value objects: what a validated `routes.yaml` says, frozen.
 
     GatewayConfig            the whole file
-    ├── BackendSpec          one backend: one kind, one target, its timeout
+    ├── BackendSpec          one backend: one kind, one target, its timeout (and a url
+    │                        backend's OpenAPI document, for the inventory)
     └── RouteSpec            one route: id, path template, methods, backend, and its
         ├── CanarySpec       migration policies (canary, shadow, fallback, rollback)
         ├── ShadowSpec
@@ -75,6 +76,9 @@ class BackendSpec:
     kind: BackendKind
     target: str  # import path "module:attr" for wsgi/asgi, base URL for url
     timeout: float | None = None
+    # url backends only: where its OpenAPI document is (a path on it, or a file); read
+    # by the inventory, never by the request path, so not part of the identity
+    openapi: str | None = None
     where: Position | None = field(default=None, compare=False)
 
     @property

@@ -1,0 +1,106 @@
+"""`gateway init`: a starter route file from the two apps themselves.
+
+Both backends, `default: legacy`, and one route per endpoint both apps implement
+(status `ready`), each still on `backend: legacy`, so that moving one is a one-word
+change. Ids come from the legacy app's names for its endpoints.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from typing import Any
+
+from gateway.inventory.joining import (
+    BackendRead,
+    InventoryError,
+    build_inventory,
+    import_app,
+)
+from gateway.inventory.reading import ANY_METHOD, WEBSOCKET, Unreadable, read_app
+from gateway.routefile.loading import parse_config
+from gateway.routefile.model import GatewayConfig
+
+_ID_CHARS = re.compile(r"[^A-Za-z0-9_.:-]+")
+
+
+def app_kind(app: Any) -> str:
+    """ "wsgi" or "asgi": what the gateway must run this object as."""
+    if hasattr(app, "url_map"):
+        return "wsgi"
+    # A class instance is ASGI when its __call__ is a coroutine function.
+    call = app if inspect.isroutine(app) else type(app).__call__
+    return "asgi" if inspect.iscoroutinefunction(call) else "wsgi"
+
+
+def starter_file(legacy_target: str, new_target: str) -> str:
+    """The text of a route file for these two apps; raises `InventoryError` if either
+    cannot be imported or read."""
+    reads: dict[str, BackendRead] = {}
+    kinds: dict[str, str] = {}
+    for name, target in (("legacy", legacy_target), ("new", new_target)):
+        try:
+            app = import_app(target)
+            reads[name] = BackendRead(name, tuple(read_app(app)))
+        except Unreadable as exc:
+            raise InventoryError(f"--{name} {target}: {exc}") from None
+        kinds[name] = app_kind(app)
+    backends = (
+        f"  legacy: {{{kinds['legacy']}: {json.dumps(legacy_target)}}}\n"
+        f"  new: {{{kinds['new']}: {json.dumps(new_target)}}}\n"
+    )
+    empty = parse_config(
+        f"version: 1\nbackends:\n{backends}default: legacy\n", resolve_imports=False
+    )
+    inventory = build_inventory(empty, reads, "legacy")
+    ready = [e for e in inventory.endpoints if e.status == "ready"]
+    lines = [
+        "# Route table written by `gateway init`: which app serves each endpoint.",
+        "# Each route is an endpoint both apps implement, still served by the legacy app.",
+        "# Move one by changing its 'backend: legacy' to 'backend: new', or with",
+        "#   gateway flip ROUTE_ID new",
+        "# and check a change first with: gateway check",
+        "version: 1",
+        "",
+        "backends:",
+        backends.rstrip("\n"),
+        "",
+        "default: legacy    # whatever no route claims",
+        "",
+        "routes:" if ready else "routes: []    # no endpoint is implemented by both apps yet",
+    ]
+    used: set[str] = set()
+    for endpoint in ready:
+        route_id = _route_id(endpoint.names["legacy"], endpoint.method, used)
+        lines.append(f"  - id: {json.dumps(route_id)}")
+        lines.append(f"    path: {json.dumps(endpoint.path)}")
+        if endpoint.method == WEBSOCKET:  # a handshake is matched as GET
+            lines.append("    methods: [GET]    # a WebSocket endpoint")
+        elif endpoint.method != ANY_METHOD:
+            lines.append(f"    methods: [{endpoint.method}]")
+        new_name = endpoint.names.get("new", "")
+        lines.append(f"    backend: legacy    # ready: 'new' serves it too ({new_name})")
+    text = "\n".join(lines) + "\n"
+    _check(text)
+    return text
+
+
+def _route_id(name: str, method: str, used: set[str]) -> str:
+    base = _ID_CHARS.sub("_", name).strip("_.:-") or "route"
+    if not base[0].isalnum():
+        base = "r" + base
+    candidate = base
+    if candidate in used:
+        candidate = f"{base}.{method.lower()}"
+    counter = 2
+    while candidate in used:
+        candidate = f"{base}.{method.lower()}{counter}"
+        counter += 1
+    used.add(candidate)
+    return candidate
+
+
+def _check(text: str) -> GatewayConfig:
+    """The file must pass `gateway check` (imports aside, already done above)."""
+    return parse_config(text, "<gateway init>", resolve_imports=False)
