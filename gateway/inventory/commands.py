@@ -117,7 +117,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"gateway init: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     routes = text.count("\n  - id: ")
-    print(f"{args.output}: written ({routes} routes on legacy); check it with: gateway check")
+    print(f"{args.output}: written ({routes} routes); check it with: gateway check")
     return 0
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from gateway.inventory.joining import (
     BackendRead,
+    Endpoint,
     InventoryError,
     build_inventory,
     import_app,
@@ -50,14 +51,9 @@ def starter_file(legacy_target: str, new_target: str) -> str:
         f"  legacy: {{{kinds['legacy']}: {json.dumps(legacy_target)}}}\n"
         f"  new: {{{kinds['new']}: {json.dumps(new_target)}}}\n"
     )
-    empty = parse_config(
-        f"version: 1\nbackends:\n{backends}default: legacy\n", resolve_imports=False
-    )
-    inventory = build_inventory(empty, reads, "legacy")
-    ready = [e for e in inventory.endpoints if e.status == "ready"]
-    lines = [
+    header = [
         "# Route table written by `gateway init`: which app serves each endpoint.",
-        "# Each route is an endpoint both apps implement, still served by the legacy app.",
+        "# Each route on legacy is an endpoint both apps implement, still served by legacy.",
         "# Move one by changing its 'backend: legacy' to 'backend: new', or with",
         "#   gateway flip ROUTE_ID new",
         "# and check a change first with: gateway check",
@@ -68,22 +64,46 @@ def starter_file(legacy_target: str, new_target: str) -> str:
         "",
         "default: legacy    # whatever no route claims",
         "",
-        "routes:" if ready else "routes: []    # no endpoint is implemented by both apps yet",
     ]
+    inventory = build_inventory(_check(header), reads, "legacy")
+    ready = [e for e in inventory.endpoints if e.status == "ready"]
+    draft = _check(header + _routes([(e, "legacy") for e in ready]))
+    # A ready route can claim an endpoint only the new app has (`/books/{id}` claims
+    # `/books/events`) and send it to legacy; route each such endpoint to new instead.
+    misrouted = [
+        e for e in build_inventory(draft, reads, "legacy").endpoints if e.status == "unreachable"
+    ]
+    routes = sorted(
+        [(e, "legacy") for e in ready] + [(e, "new") for e in misrouted],
+        key=lambda r: (r[0].path, r[0].method),
+    )
+    lines = header + _routes(routes)
+    _check(lines)
+    return "\n".join(lines) + "\n"
+
+
+def _routes(routes: list[tuple[Endpoint, str]]) -> list[str]:
+    if not routes:
+        return ["routes: []    # no endpoint is implemented by both apps yet"]
+    lines = ["routes:"]
     used: set[str] = set()
-    for endpoint in ready:
-        route_id = _route_id(endpoint.names["legacy"], endpoint.method, used)
+    for endpoint, backend in routes:
+        route_id = _route_id(endpoint.names[backend], endpoint.method, used)
         lines.append(f"  - id: {json.dumps(route_id)}")
         lines.append(f"    path: {json.dumps(endpoint.path)}")
         if endpoint.method == WEBSOCKET:  # a handshake is matched as GET
             lines.append("    methods: [GET]    # a WebSocket endpoint")
         elif endpoint.method != ANY_METHOD:
             lines.append(f"    methods: [{endpoint.method}]")
-        new_name = endpoint.names.get("new", "")
-        lines.append(f"    backend: legacy    # ready: 'new' serves it too ({new_name})")
-    text = "\n".join(lines) + "\n"
-    _check(text)
-    return text
+        if backend == "legacy":
+            lines.append(
+                f"    backend: legacy    # ready: new has it too ({endpoint.names['new']})"
+            )
+        else:
+            lines.append(
+                "    backend: new    # only new has it; a route above would send it to legacy"
+            )
+    return lines
 
 
 def _route_id(name: str, method: str, used: set[str]) -> str:
@@ -101,6 +121,6 @@ def _route_id(name: str, method: str, used: set[str]) -> str:
     return candidate
 
 
-def _check(text: str) -> GatewayConfig:
+def _check(lines: list[str]) -> GatewayConfig:
     """The file must pass `gateway check` (imports aside, already done above)."""
-    return parse_config(text, "<gateway init>", resolve_imports=False)
+    return parse_config("\n".join(lines) + "\n", "<gateway init>", resolve_imports=False)
