@@ -129,9 +129,8 @@ def _starlette_endpoints(routes: Iterable[Any], prefix: str) -> Iterator[AppEndp
             if inner is not None:
                 yield from _starlette_endpoints(inner, path.rstrip("/"))
             else:
-                yield AppEndpoint(
-                    _mounted_method(route.app), starlette_template(path + "/{path:path}"), name
-                )
+                template = starlette_template(path.rstrip("/") + "/{path:path}")
+                yield AppEndpoint(_mounted_method(route.app), template, name or template)
         # Host routes and custom BaseRoute subclasses declare no path to join on.
 
 

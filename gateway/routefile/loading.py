@@ -98,7 +98,7 @@ def check_import(target: str) -> str | None:
             f"cannot import {target!r}: module {exc.name!r} not found; "
             "check the module path and that the package is installed"
         )
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit too: importing a user's app never stops us
         return f"cannot import {target!r}: importing {module_name!r} raised {exc!r}"
     obj: Any = module
     for attr in attr_path.split("."):
