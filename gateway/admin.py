@@ -124,8 +124,9 @@ class Admin:
         from gateway.inventory import live_report
 
         # Off the loop, as /metrics is: it reads the apps and every worker's counters.
-        families = metrics.families if metrics is not None else list
-        report = await asyncio.to_thread(lambda: live_report(table.config, families()))
+        report = await asyncio.to_thread(
+            lambda: live_report(table.config, metrics.families() if metrics else None)
+        )
         return JSONResponse(report)
 
     # --- changes ---------------------------------------------------------------

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from gateway.cli import main
-from tests.harness import ROOT, GatewayProcess
+from tests.harness import ROOT, GatewayProcess, gateway_client
 
 DEMO = (ROOT / "routes.yaml").read_text()
 
@@ -235,7 +235,19 @@ def test_live_figures_from_a_served_gateway_with_two_workers(
                 assert client.get("/books/1").status_code == 200
             assert client.get("/books/999").status_code == 404
             assert client.get("/ui/").status_code == 200
-            report = client.get("/-/inventory").json()
+
+            def counted() -> dict[str, Any] | None:
+                # A request is counted once its answer is sent: the client may be quicker.
+                found = client.get("/-/inventory").json()
+                total = sum(
+                    data["requests"]
+                    for entry in found["routes"].values()
+                    for data in entry["backends"].values()
+                )
+                return found if total == 12 else None
+
+            report = _wait_for(counted)
+            assert report is not None
         assert statuses(report) == SHIPPED
         routes = report["routes"]
         assert routes["books.list"]["backends"]["new"]["requests"] == 5
@@ -253,6 +265,13 @@ def test_live_figures_from_a_served_gateway_with_two_workers(
         doc = inventory(capsys, demo, "--url", gw.url)
         assert doc["routes"] == routes
         assert doc["summary"]["traffic_share_new"] == round(8 / 12, 4)
+
+        capsys.readouterr()
+        assert main(["inventory", "--config", str(demo), "--url", gw.url]) == 0
+        text = capsys.readouterr().out
+        assert "books.list -> new: 5 requests, 0.00% 5xx, p99 <= " in text
+        assert "migrated               GET     /books                          books.list" in text
+        assert text.rstrip().endswith("; 66.7% of requests served by new sides")
 
         # after a flip, the traffic moves back and the statuses follow the file
         assert main(["flip", "books.list", "legacy", "--config", str(demo)]) == 0
@@ -280,3 +299,11 @@ def test_live_figures_from_a_served_gateway_with_two_workers(
     capsys.readouterr()
     assert main(["inventory", "--config", str(demo), "--url", gw.url]) == 1
     assert "gateway inventory: cannot read" in capsys.readouterr().err
+
+
+def test_inventory_endpoint_without_metrics_has_no_figures(demo: Path) -> None:
+    with gateway_client(demo, metrics=False) as client:
+        report = client.get("/-/inventory").json()
+    assert statuses(report) == SHIPPED
+    assert report["routes"] is None and report["summary"]["traffic_share_new"] is None
+    assert all(e["traffic"] is None for e in report["endpoints"])

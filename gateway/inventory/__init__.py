@@ -25,13 +25,15 @@ from gateway.routefile.model import GatewayConfig
 __all__ = ["live_report"]
 
 
-def live_report(config: GatewayConfig, families: Iterable[Metric]) -> dict[str, Any]:
-    """`GET /-/inventory`: the inventory of the live table with the gateway's own figures.
-    Blocking (it reads apps, and maybe a remote OpenAPI document): run it off the loop."""
-    figures = figures_from_metrics(families)
+def live_report(config: GatewayConfig, families: Iterable[Metric] | None) -> dict[str, Any]:
+    """`GET /-/inventory`: the inventory of the live table with the gateway's own figures
+    (None: the gateway counts nothing, `--no-metrics`). Blocking (it reads the apps, and
+    maybe a remote OpenAPI document): run it off the event loop."""
+    figures = None if families is None else figures_from_metrics(families)
     try:
         inventory = build_inventory(config, read_backends(config))
     except InventoryError as exc:
         return {"legacy": None, "error": str(exc), "routes": figures}
-    attach_figures(inventory, figures)
+    if figures is not None:
+        attach_figures(inventory, figures)
     return to_json(inventory)

@@ -12,6 +12,7 @@ from gateway.inventory.joining import (
     Inventory,
     InventoryError,
     build_inventory,
+    probe_path,
     read_backends,
     routes_serving,
 )
@@ -19,7 +20,6 @@ from gateway.inventory.live import attach_figures
 from gateway.inventory.reading import WEBSOCKET
 from gateway.inventory.render import to_json, to_text
 from gateway.inventory.starter import starter_file
-from gateway.matching import parse_template
 from gateway.routefile.editing import EditResult, flip
 from gateway.routefile.loading import load_config, parse_config
 from gateway.routefile.model import ConfigError, GatewayConfig
@@ -146,10 +146,7 @@ def check_warnings(config: GatewayConfig) -> tuple[list[str], list[str]]:
         settings = Settings()
     prefix, metrics = settings.admin_prefix, settings.metrics_path
     for e in inventory.endpoints:
-        probe = "/" + "/".join(
-            s.value if s.kind == "literal" else "{" + s.value + "}"
-            for s in parse_template(e.path).segments
-        )
+        probe = probe_path(e.path)
         owner = None
         if probe.startswith(prefix) or probe == prefix.rstrip("/"):
             owner = f"the admin API ({prefix})"

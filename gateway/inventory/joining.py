@@ -132,7 +132,7 @@ def build_inventory(
     for route in config.routes:
         router.add(parse_template(route.path), route.methods, route)
     for endpoint in sorted(joined.values(), key=lambda e: (e.path, e.method)):
-        claim = router.match(_probe_method(endpoint.method), _probe_path(endpoint.path))
+        claim = router.match(_probe_method(endpoint.method), probe_path(endpoint.path))
         _place(endpoint, claim, config.default, inventory)
         if endpoint.route is not None:
             inventory.claims.setdefault(endpoint.route, []).append(endpoint)
@@ -145,7 +145,7 @@ def _probe_method(method: str) -> str:
     return "GET" if method in (WEBSOCKET, ANY_METHOD) else method
 
 
-def _probe_path(template: str) -> str:
+def probe_path(template: str) -> str:
     """A request path only this endpoint's parameters fill: each parameter by its own
     `{name}` text, which no literal segment of a route can equal."""
     segments = parse_template(template).segments

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,7 +82,7 @@ def werkzeug_template(rule: str) -> str:
     """`/books/<int:book_id>` as `/books/{book_id}`, `/f/<path:p>` as `/f/{p:path}`."""
 
     def segment(text: str, last: bool) -> str:
-        names = [m for m in _WERKZEUG_VAR.finditer(text)]
+        names = list(_WERKZEUG_VAR.finditer(text))
         if not names:
             return text
         path = names[-1].group("conv") == "path"
@@ -165,11 +165,11 @@ def starlette_template(path: str) -> str:
 # --- shared --------------------------------------------------------------------------
 
 
-def _segments(path: Any, convert: Any) -> str:
+def _segments(path: str, convert: Callable[[str, bool], str]) -> str:
     """Apply `convert(segment, is_last)` to each segment. A parameter that shares its
     segment with literal text (`/f/<name>.txt`) becomes a whole-segment parameter: the
     gateway's templates cannot say more, and the path shape stays the same."""
-    parts = str(path).split("/")
+    parts = path.split("/")
     converted = [convert(part, i == len(parts) - 1) for i, part in enumerate(parts)]
     text = "/".join(converted)
     return text if text.startswith("/") else "/" + text
