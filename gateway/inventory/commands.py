@@ -14,7 +14,7 @@ from gateway.inventory.joining import (
     build_inventory,
     probe_path,
     read_backends,
-    routes_serving,
+    unserved_claims,
 )
 from gateway.inventory.live import attach_figures
 from gateway.inventory.reading import WEBSOCKET
@@ -150,7 +150,7 @@ def check_warnings(config: GatewayConfig) -> tuple[list[str], list[str]]:
         owner = None
         if probe.startswith(prefix) or probe == prefix.rstrip("/"):
             owner = f"the admin API ({prefix})"
-        elif probe == metrics and e.method in ("GET", WEBSOCKET, "*"):
+        elif probe == metrics and e.method != WEBSOCKET:  # every HTTP method is answered
             owner = f"the metrics path ({metrics})"
         if owner is not None:
             warnings.append(
@@ -192,7 +192,7 @@ class FlipAll:
             return {}, f"cannot tell which routes {backend!r} implements ({read.reason})"
         candidates = [r.id for r in config.routes if r.backend != backend]
         leaves = {}
-        for route_id, gaps in routes_serving(inventory, backend, candidates).items():
+        for route_id, gaps in unserved_claims(inventory, backend, candidates).items():
             shown = ", ".join(f"{e.method} {e.path}" for e in gaps)
             leaves[route_id] = f"{backend!r} does not implement {shown}"
         return leaves, None

@@ -20,7 +20,7 @@ from gateway.inventory.reading import ANY_METHOD, WEBSOCKET, AppEndpoint, Unread
 from gateway.inventory.remote import read_openapi
 from gateway.matching import Router, TemplateError, parse_template
 from gateway.routefile.loading import import_target
-from gateway.routefile.model import DEFAULT_ROUTE_ID, GatewayConfig, RouteSpec
+from gateway.routefile.model import DEFAULT_ROUTE_ID, BackendSpec, GatewayConfig, RouteSpec
 
 # In the order they are decided, and shown: a misrouting first.
 STATUSES = ("unreachable", "new-only", "canary", "migrated", "shadowed", "ready", "legacy-only")
@@ -65,9 +65,6 @@ class Inventory:
     claims: dict[str, list[Endpoint]] = field(default_factory=dict)  # route id -> endpoints
     figures: dict[str, Any] | None = None  # live figures per route, when known
 
-    def new_sides(self) -> list[str]:
-        return [name for name in self.backends if name != self.legacy]
-
 
 def import_app(target: str) -> Any:
     """Import an app for reading; whatever the import raises becomes `Unreadable`."""
@@ -77,14 +74,13 @@ def import_app(target: str) -> Any:
         raise Unreadable(f"importing {target!r} raised {exc!r}") from None
 
 
-def read_backend(
-    spec_kind: str, target: str, openapi: str | None, folder: Path
-) -> list[AppEndpoint]:
-    if spec_kind == "url":
-        if openapi is None:
+def read_backend(spec: BackendSpec, folder: Path) -> list[AppEndpoint]:
+    """One backend's endpoints; `folder` is where a relative OpenAPI file is found."""
+    if spec.kind == "url":
+        if spec.openapi is None:
             raise Unreadable("a url backend without 'openapi:' (its endpoints are unknown)")
-        return read_openapi(target, openapi, folder)
-    return read_app(import_app(target))
+        return read_openapi(spec.target, spec.openapi, folder)
+    return read_app(import_app(spec.target))
 
 
 def read_backends(config: GatewayConfig) -> dict[str, BackendRead]:
@@ -93,7 +89,7 @@ def read_backends(config: GatewayConfig) -> dict[str, BackendRead]:
     reads: dict[str, BackendRead] = {}
     for spec in config.backends:
         try:
-            endpoints = read_backend(spec.kind, spec.target, spec.openapi, folder)
+            endpoints = read_backend(spec, folder)
         except Unreadable as exc:
             reads[spec.name] = BackendRead(spec.name, None, str(exc))
         except Exception as exc:  # a framework object in a shape this reader did not expect
@@ -203,7 +199,7 @@ def summary(inventory: Inventory) -> dict[str, Any]:
     return counts
 
 
-def routes_serving(
+def unserved_claims(
     inventory: Inventory, backend: str, route_ids: Sequence[str]
 ) -> dict[str, list[Endpoint]]:
     """For each route in `route_ids`, the endpoints it claims that `backend` does not
