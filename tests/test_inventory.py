@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from gateway.cli import main
-from tests.harness import ROOT, GatewayProcess, gateway_client
+from tests.harness import ROOT, GatewayProcess, free_port, gateway_client
 
 DEMO = (ROOT / "routes.yaml").read_text()
 
@@ -307,3 +307,44 @@ def test_inventory_endpoint_without_metrics_has_no_figures(demo: Path) -> None:
     assert statuses(report) == SHIPPED
     assert report["routes"] is None and report["summary"]["traffic_share_new"] is None
     assert all(e["traffic"] is None for e in report["endpoints"])
+
+
+def test_inventory_endpoint_counts_shadow_results_and_errors(tmp_path: Path) -> None:
+    config = tmp_path / "routes.yaml"
+    config.write_text(
+        DEMO.replace(
+            "default: legacy",
+            f"  down: {{url: 'http://127.0.0.1:{free_port()}'}}\ndefault: legacy",
+        ).replace(
+            "    path: /books\n    methods: [GET]\n    backend: new\n",
+            "    path: /books\n    methods: [GET]\n    backend: legacy\n"
+            "    shadow: {backend: new}\n"
+            "  - {id: books.delete, path: '/books/{id}', methods: [DELETE], backend: down}\n",
+        )
+    )
+    with gateway_client(config) as client:
+        for _ in range(3):
+            assert client.get("/books").status_code == 200
+        for _ in range(2):
+            assert client.delete("/books/1").status_code == 502
+
+        def shadowed() -> dict[str, Any] | None:
+            found = client.get("/-/inventory").json()
+            shadow = found["routes"].get("books.list", {}).get("shadow") or {}
+            return found if sum(shadow.values()) == 3 else None
+
+        report = _wait_for(shadowed)
+    assert report is not None
+    routes = report["routes"]
+    assert routes["books.list"]["shadow"] == {"match": 3, "mismatch": 0, "error": 0, "dropped": 0}
+    assert routes["books.list"]["backends"]["legacy"]["requests"] == 3
+    down = routes["books.delete"]["backends"]["down"]
+    assert (down["requests"], down["error_ratio"]) == (2, 1.0)
+    found = {(e["method"], e["path"]): e for e in report["endpoints"]}
+    assert found[("GET", "/books")]["status"] == "shadowed"
+    assert found[("GET", "/books")]["traffic"] == {"legacy": 3}
+    # a url backend without openapi: not inspected, so not called a misrouting
+    assert found[("DELETE", "/books/{book_id}")]["status"] == "migrated"
+    assert found[("DELETE", "/books/{book_id}")]["traffic"] == {"down": 2}
+    assert report["backends"]["down"]["inspected"] is False
+    assert report["summary"]["traffic_share_new"] == round(2 / 5, 4)
