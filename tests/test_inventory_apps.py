@@ -277,3 +277,19 @@ def test_check_warns_about_app_routes_the_gateway_hides(
         "the metrics path (/metrics)" in err
     )
     assert main(["check", "--strict", str(config)]) == 1
+
+
+def test_init_on_httpbin_and_httpbinx(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = tmp_path / "routes.yaml"
+    args = ["init", "--legacy", "httpbin:app", "--new", "httpbinx.main:app", "-o", str(out)]
+    assert main(args) == 0
+    text = out.read_text()
+    assert 'legacy: {wsgi: "httpbin:app"}' in text and 'new: {asgi: "httpbinx.main:app"}' in text
+    capsys.readouterr()
+    assert main(["check", "--strict", str(out)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    summary = inventory(capsys, out)["summary"]
+    # every endpoint in both apps has its route on legacy; nothing else is routed
+    assert (summary["ready"], summary["legacy-only"], summary["new-only"]) == (61, 21, 6)
+    assert summary["unreachable"] == summary["migrated"] == 0
+    assert text.count("    backend: legacy") == 61

@@ -138,7 +138,7 @@ def check_warnings(config: GatewayConfig) -> tuple[list[str], list[str]]:
             warnings.append(
                 f"unreachable: {e.method} {e.path} is sent by route {e.route!r} to "
                 f"{e.backend!r}{_canary_text(e.canary)}, which does not implement it "
-                f"(implemented by: {', '.join(e.implemented_by)}); it would answer 404"
+                f"(implemented by: {', '.join(e.implemented_by)}); it would answer 404 (or 405)"
             )
     try:
         settings = Settings.load()
