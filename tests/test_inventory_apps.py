@@ -12,7 +12,7 @@ import pytest
 from gateway.cli import main
 from gateway.inventory.joining import read_backends
 from gateway.routefile.loading import load_config
-from tests.harness import ThreadServer
+from tests.harness import ThreadServer, free_port
 
 # The legacy httpbin (Flask, 56 rules) and its FastAPI port httpbinx (one router that
 # includes eleven, two of them hidden from the schema, plus a static mount).
@@ -119,6 +119,8 @@ def test_httpbinx_as_a_remote_backend_read_from_its_openapi(
             "version: 1\nbackends:\n"
             '  legacy: {wsgi: "httpbin:app"}\n'
             f"  remote: {{url: {server.url!r}, openapi: /openapi.json}}\n"
+            f"  wrong: {{url: {server.url!r}, openapi: /nope.json}}\n"
+            f"  gone: {{url: 'http://127.0.0.1:{free_port()}', openapi: /openapi.json}}\n"
             "default: legacy\n"
             "routes:\n  - {id: get, path: /get, methods: [GET], backend: remote}\n"
         )
@@ -131,6 +133,10 @@ def test_httpbinx_as_a_remote_backend_read_from_its_openapi(
     assert found[("GET", "/get")]["names"]["remote"] == "get_get_get"
     assert found[("GET", "/basic-auth/{user}/{passwd}")]["status"] == "legacy-only"
     assert found[("POST", "/post")]["status"] == "ready"
+    assert doc["backends"]["wrong"]["reason"] == (
+        f"{server.url}/nope.json answered 404, not an OpenAPI document"
+    )
+    assert doc["backends"]["gone"]["reason"].startswith("cannot fetch http://127.0.0.1:")
 
 
 def _httpbinx() -> Any:

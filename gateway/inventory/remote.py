@@ -20,6 +20,7 @@ import yaml
 from gateway.inventory.reading import AppEndpoint, Unreadable, starlette_template
 
 FETCH_TIMEOUT = 5.0  # seconds: an inventory must not hang on a silent upstream
+MAX_DOCUMENT = 32 * 2**20  # bytes: the largest real-world specs are a few MiB
 _OPERATIONS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 
@@ -73,13 +74,18 @@ def endpoints_of(document: Any, base_path: str, source: str) -> list[AppEndpoint
 def _fetch(url: str) -> Any:
     import httpx
 
+    body = bytearray()
     try:
-        response = httpx.get(url, timeout=FETCH_TIMEOUT, trust_env=False)
+        with httpx.stream("GET", url, timeout=FETCH_TIMEOUT, trust_env=False) as response:
+            if response.status_code != 200:
+                raise Unreadable(f"{url} answered {response.status_code}, not an OpenAPI document")
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_DOCUMENT:
+                    raise Unreadable(f"{url} is larger than {MAX_DOCUMENT // 2**20} MiB")
     except httpx.HTTPError as exc:
         raise Unreadable(f"cannot fetch {url}: {exc or type(exc).__name__}") from None
-    if response.status_code != 200:
-        raise Unreadable(f"{url} answered {response.status_code}, not an OpenAPI document")
-    return _parse(response.text, url)
+    return _parse(body.decode("utf-8", "replace"), url)
 
 
 def _parse(text: str, source: str) -> Any:
