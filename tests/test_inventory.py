@@ -106,6 +106,8 @@ def test_statuses_after_flips_canary_shadow_and_a_misrouting(
         "  - id: books.update\n    path: /books/{id}\n    methods: [PUT]\n    backend: legacy\n"
         "    shadow: {backend: new}\n"
         "  - id: ui.home\n    path: /ui/\n    backend: new\n"
+        "  - id: ui.book\n    path: /ui/books/{id}\n    methods: [GET]\n    backend: legacy\n"
+        "    canary: {backend: new, percent: 5}\n"
     )
     demo.write_text(text)
     capsys.readouterr()
@@ -115,10 +117,14 @@ def test_statuses_after_flips_canary_shadow_and_a_misrouting(
     assert found[("GET", "/books/{book_id}")] == ("ready", "books.get", "legacy")
     assert found[("PUT", "/books/{book_id}")] == ("shadowed", "books.update", "legacy")
     assert found[("GET", "/ui/")] == ("unreachable", "ui.home", "new")
+    # a canary to a side that lacks the endpoint misroutes 5% of it
+    assert found[("GET", "/ui/books/{book_id}")] == ("unreachable", "ui.book", "legacy")
+    # ... and so does its route claim /ui/books/new, as the gateway's matcher would
+    assert found[("GET", "/ui/books/new")] == ("unreachable", "ui.book", "legacy")
     assert found[("GET", "/books/events")] == ("new-only", "books.events", "new")
     assert doc["endpoints"][0]["path"] == "/ui/"  # the misrouting comes first
     summary = doc["summary"]
-    assert (summary["canary"], summary["shadowed"], summary["unreachable"]) == (1, 1, 1)
+    assert (summary["canary"], summary["shadowed"], summary["unreachable"]) == (1, 1, 3)
     assert (summary["migrated"], summary["ready"], summary["legacy_migrated"]) == (0, 3, 0)
 
     # gateway check warns (exit 0), and --strict fails on the warning
@@ -127,7 +133,7 @@ def test_statuses_after_flips_canary_shadow_and_a_misrouting(
     err = capsys.readouterr().err
     assert "warning: unreachable: GET /ui/ is sent by route 'ui.home' to 'new'" in err
     assert main(["check", "--strict", str(demo)]) == 1
-    assert "1 warning(s), failing (--strict)" in capsys.readouterr().err
+    assert "3 warning(s), failing (--strict)" in capsys.readouterr().err
 
 
 def test_legacy_backend_override(capsys: pytest.CaptureFixture[str], demo: Path) -> None:

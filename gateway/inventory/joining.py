@@ -170,7 +170,7 @@ def _place(
         return known and backend not in implements
 
     served = endpoint.backend
-    if route is not None and (misses(served) or misses(canary_to)):
+    if route is not None and (misses(served) or (canary_percent > 0 and misses(canary_to))):
         endpoint.status = "unreachable"
     elif legacy not in implements:
         endpoint.status = "new-only"
