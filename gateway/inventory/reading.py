@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,15 +80,7 @@ def _werkzeug_endpoints(url_map: Any) -> Iterator[AppEndpoint]:
 
 def werkzeug_template(rule: str) -> str:
     """`/books/<int:book_id>` as `/books/{book_id}`, `/f/<path:p>` as `/f/{p:path}`."""
-
-    def segment(text: str, last: bool) -> str:
-        names = list(_WERKZEUG_VAR.finditer(text))
-        if not names:
-            return text
-        path = names[-1].group("conv") == "path"
-        return _param("_".join(m.group("name") for m in names), path and last)
-
-    return _segments(rule, segment)
+    return _template(rule, _WERKZEUG_VAR)
 
 
 # --- Starlette and FastAPI -----------------------------------------------------------
@@ -151,26 +143,27 @@ def _mounted_method(app: Any) -> str:
 
 def starlette_template(path: str) -> str:
     """`/books/{book_id:int}` as `/books/{book_id}`; `{p:path}` stays as it is."""
-
-    def segment(text: str, last: bool) -> str:
-        names = list(_BRACED_VAR.finditer(text))
-        if not names:
-            return text
-        path = names[-1].group("conv") == "path"
-        return _param("_".join(m.group("name") for m in names), path and last)
-
-    return _segments(path or "/", segment)
+    return _template(path or "/", _BRACED_VAR)
 
 
 # --- shared --------------------------------------------------------------------------
 
 
-def _segments(path: str, convert: Callable[[str, bool], str]) -> str:
-    """Apply `convert(segment, is_last)` to each segment. A parameter that shares its
-    segment with literal text (`/f/<name>.txt`) becomes a whole-segment parameter: the
-    gateway's templates cannot say more, and the path shape stays the same."""
+def _template(path: str, variable: re.Pattern[str]) -> str:
+    """`path` in the gateway's template syntax, its parameters found by `variable` (with
+    the groups `name` and `conv`). A parameter that shares its segment with literal text
+    (`/f/<name>.txt`) becomes a whole-segment parameter: the gateway's templates cannot
+    say more, and the path shape stays the same."""
+
+    def segment(text: str, last: bool) -> str:
+        names = list(variable.finditer(text))
+        if not names:
+            return text
+        path = names[-1].group("conv") == "path"
+        return _param("_".join(m.group("name") for m in names), path and last)
+
     parts = path.split("/")
-    converted = [convert(part, i == len(parts) - 1) for i, part in enumerate(parts)]
+    converted = [segment(part, i == len(parts) - 1) for i, part in enumerate(parts)]
     text = "/".join(converted)
     return text if text.startswith("/") else "/" + text
 
