@@ -160,12 +160,39 @@ def test_flip_all_legacy_leaves_books_events_unless_forced(
     assert found[("GET", "/books/events")] == ("new-only", "books.events", "new")
     assert found[("GET", "/books")] == ("ready", "books.list", "legacy")
     assert main(["check", "--strict", str(demo)]) == 0
+    # again: nothing left to flip, and the route it leaves is still named
+    before = demo.read_bytes()
+    assert main(["flip", "--all", "legacy", "--config", str(demo)]) == 0
+    out = capsys.readouterr().out
+    assert "every other route already on legacy; nothing to change" in out
+    assert "left books.events as it was" in out
+    assert demo.read_bytes() == before
 
     assert main(["flip", "--all", "legacy", "--force", "--config", str(demo)]) == 0
     assert "books.events -> legacy" in capsys.readouterr().out
     found = statuses(inventory(capsys, demo))
     assert found[("GET", "/books/events")] == ("unreachable", "books.events", "legacy")
     assert main(["check", "--strict", str(demo)]) == 1
+
+
+def test_flip_all_to_a_backend_it_cannot_read_flips_every_route_and_says_so(
+    capsys: pytest.CaptureFixture[str], demo: Path
+) -> None:
+    # a url backend without `openapi:` is not inspected: nothing is known to leave out
+    demo.write_text(
+        DEMO.replace(
+            "  # remote: {url:", '  remote: {url: "http://127.0.0.1:9"}\n  # remote: {url:'
+        )
+    )
+    assert main(["flip", "--all", "remote", "--config", str(demo)]) == 0
+    captured = capsys.readouterr()
+    assert "books.list, books.get, books.events -> remote" in captured.out
+    assert "left " not in captured.out
+    assert (
+        "note: cannot tell which routes 'remote' implements (a url backend without 'openapi:' "
+        "(its endpoints are unknown)); flipped every route" in captured.err
+    )
+    assert demo.read_text().count("backend: remote") == 3
 
 
 def test_init_writes_a_file_that_passes_check_and_never_overwrites(
