@@ -2,6 +2,7 @@
 
     GET  /-/healthz          200 while the process serves
     GET  /-/readyz           200 once a table is live and its backends started, else 503
+                             (also 503 from the moment a shutdown was asked for)
     GET  /-/routes           the live table, and the last rejected text as `last_error`
     PUT  /-/routes/{id}      {"backend": NAME}: flip one route, persisted to the source
                              {"canary": {"percent": P}}: set its canary share
@@ -25,6 +26,7 @@ import hmac
 import ipaddress
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -49,8 +51,14 @@ _CHANGE_SHAPE = (
 
 
 class Admin:
-    def __init__(self, control: ControlPlane, token: str | None = None) -> None:
+    def __init__(
+        self,
+        control: ControlPlane,
+        token: str | None,
+        draining: Callable[[], bool],
+    ) -> None:
         self.control = control
+        self._draining = draining  # whether the gateway is shutting down (drain.py)
         self._token = token.encode() if token else None
         self._app = Starlette(
             routes=[
@@ -90,6 +98,8 @@ class Admin:
         return JSONResponse({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
+        if self._draining():
+            return JSONResponse({"status": "draining"}, status_code=503)
         ready = self.control.table is not None
         return JSONResponse(
             {"status": "ready" if ready else "starting"}, status_code=200 if ready else 503

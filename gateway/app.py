@@ -23,6 +23,7 @@ from gateway.admin import Admin
 from gateway.backends import BackendPool
 from gateway.control import ControlPlane
 from gateway.dispatch import serve
+from gateway.drain import Drain
 from gateway.heap import HeapFreezer
 from gateway.http import own_answer, send_json
 from gateway.metrics import Metrics
@@ -31,7 +32,7 @@ from gateway.settings import Settings
 from gateway.shadow import ShadowRunner
 from gateway.sources import FileSource
 from gateway.table import RouteTable
-from gateway.types import Receive, Scope, Send
+from gateway.types import Message, Receive, Scope, Send
 
 log = logging.getLogger("gateway")
 
@@ -48,7 +49,9 @@ class Gateway:
         )
         if self.metrics is not None:
             self.metrics.set_weights_source(self._weights)
-        self.admin = Admin(self.control, settings.admin_token)
+        self.draining = False
+        self._drain = Drain(settings.shutdown_delay, settings.graceful_timeout, self.start_draining)
+        self.admin = Admin(self.control, settings.admin_token, lambda: self.draining)
         self._prefix = settings.admin_prefix
         self._prefix_bare = self._prefix.rstrip("/")
         self._metrics_path = settings.metrics_path if self.metrics else None
@@ -69,6 +72,8 @@ class Gateway:
         if kind == "lifespan":
             await self._lifespan(receive, send)
             return
+        if self.draining and kind == "http":
+            send = _closing(send)
         path: str = scope["path"]
         if "//" in path or "/." in path or "\\" in path:
             # Encoded or dotted spellings must not smuggle a request past the
@@ -87,7 +92,12 @@ class Gateway:
         table = self.control.table
         route = table.match(scope.get("method", "GET"), scope["path"]) if table else None
         if route is not None:
-            await serve(route, scope, receive, send)
+            try:
+                await serve(route, scope, receive, send)
+            except asyncio.CancelledError:
+                if not self.draining or kind != "http":
+                    raise
+                await _end_cut_short(send)
         elif kind == "websocket":
             await send({"type": "websocket.close", "code": 1000})
         elif table is None:
@@ -117,6 +127,10 @@ class Gateway:
         table = self.control.table
         return table.weights() if table is not None else []
 
+    def start_draining(self) -> None:
+        """Not ready from now on, and every response closes its connection (drain.py)."""
+        self.draining = True
+
     # --- lifespan ------------------------------------------------------------
 
     async def startup(self) -> None:
@@ -140,6 +154,7 @@ class Gateway:
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
             # Only possible in the main thread (a served process, not an embedding test).
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
+        self._drain.install()
 
     def _on_sighup(self) -> None:
         self.control.spawn(self.control.reload("SIGHUP"))
@@ -147,6 +162,7 @@ class Gateway:
     async def shutdown(self) -> None:
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        self._drain.uninstall()
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -183,6 +199,28 @@ class Gateway:
         await receive()  # lifespan.shutdown
         await self.shutdown()
         await send({"type": "lifespan.shutdown.complete"})
+
+
+def _closing(send: Send) -> Send:
+    """`send` adding `Connection: close` to the response: the client's next request
+    opens a new connection, which the load balancer gives to a gateway that stays."""
+
+    async def send_closing(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"]
+            message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        await send(message)
+
+    return send_closing
+
+
+async def _end_cut_short(send: Send) -> None:
+    """End a response the drain's last step cancelled (an event stream, a slow upload):
+    as a complete answer, so that a client sees its end rather than a broken one."""
+    try:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except RuntimeError:  # no response started yet: the server wants a start first
+        await send_json(send, 503, {"error": "the gateway shut down before the answer came"})
 
 
 def create_app(settings: Settings | None = None) -> Gateway:

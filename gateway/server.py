@@ -26,10 +26,10 @@ from typing import Any
 
 from gateway.routefile.loading import load_config
 from gateway.routefile.model import ConfigError
-from gateway.settings import Settings
+from gateway.settings import LogFormat, Settings
 
 
-def log_config(level: str) -> dict[str, Any]:
+def log_config(level: str, log_format: LogFormat) -> dict[str, Any]:
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
@@ -50,6 +50,9 @@ def log_config(level: str) -> dict[str, Any]:
         "level": level.upper(),
         "propagate": False,
     }
+    if log_format == "json":
+        for name in config["formatters"]:
+            config["formatters"][name] = {"()": "gateway.jsonlog.JsonFormatter"}
     return config
 
 
@@ -81,21 +84,30 @@ def serve(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
-        log_config=log_config(settings.log_level),
+        log_config=log_config(settings.log_level, settings.log_format),
         log_level=settings.log_level,
         access_log=settings.access_log,
         lifespan="on",
         timeout_keep_alive=settings.timeout_keep_alive,
+        # The drain's last step (gateway/drain.py): what is still open then is cancelled.
+        # Typed int, used as asyncio.wait_for's timeout: a fraction of a second works.
+        timeout_graceful_shutdown=settings.graceful_timeout,  # type: ignore[arg-type]
         proxy_headers=False,
         server_header=False,
     )
     try:
         if settings.workers == 1:
             server = uvicorn.Server(config)
+            # Once stopped, uvicorn raises the stopping signal again for the handler it
+            # found: make that a no-op, so that a drained gateway exits 0 rather than
+            # being killed by its own SIGTERM (143, a failure to a service manager).
+            stopped = signal.signal(signal.SIGTERM, lambda sig, frame: None)
             try:
                 server.run()
             except SystemExit as exc:  # uvicorn exits with STARTUP_FAILURE (3)
                 return 0 if exc.code in (0, None) else 1
+            finally:
+                signal.signal(signal.SIGTERM, stopped)
             return 0 if server.started else 1
         return _supervise(config)
     finally:

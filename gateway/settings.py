@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 ENV_PREFIX = "GATEWAY_"
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+LogFormat = Literal["text", "json"]
 
 
 def _doc(help: str, *, flag: bool = True) -> dict[str, Any]:
@@ -58,7 +59,24 @@ class Settings:
         ),
     )
     log_level: LogLevel = field(default="info", metadata=_doc("log level"))
+    log_format: LogFormat = field(
+        default="text", metadata=_doc("json: one JSON object per line, for log shippers")
+    )
     access_log: bool = field(default=True, metadata=_doc("log every request"))
+    # Stopping (gateway/drain.py): on SIGTERM keep serving, not ready, for
+    # shutdown_delay seconds so that load balancers stop sending first; then let
+    # in-flight requests finish for up to graceful_timeout.
+    shutdown_delay: float = field(
+        default=0.0,
+        metadata=_doc(
+            "on SIGTERM, seconds to go on serving while /-/readyz answers 503, so that load "
+            "balancers stop sending first"
+        ),
+    )
+    graceful_timeout: float = field(
+        default=30.0,
+        metadata=_doc("then, seconds in-flight requests have to finish before open streams close"),
+    )
     admin_token: str | None = field(
         default=None,
         metadata=_doc("bearer token that admin changes need (else loopback only)", flag=False),
@@ -85,6 +103,9 @@ class Settings:
             raise ValueError("watch interval must be between 0.01 and 5 seconds")
         if self.timeout_keep_alive < 1:
             raise ValueError("timeout keep-alive must be at least 1 second")
+        for name in ("shutdown_delay", "graceful_timeout"):
+            if not 0 <= getattr(self, name) <= 3600:  # also refuses nan and inf
+                raise ValueError(f"{name.replace('_', ' ')} must be between 0 and 3600 seconds")
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **given: Any) -> Settings:

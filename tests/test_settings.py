@@ -25,7 +25,10 @@ NON_DEFAULT = Settings(
     watch_interval=1.5,
     timeout_keep_alive=30,
     log_level="warning",
+    log_format="json",
     access_log=False,
+    shutdown_delay=5.0,
+    graceful_timeout=12.5,
     state_dir="/run/gateway",
 )
 
@@ -59,6 +62,18 @@ def test_command_line_wins_over_the_environment() -> None:
     assert Settings.load({}, **given(build_parser().parse_args(["serve"]))) == Settings()
 
 
+def test_variables_of_no_setting_are_left_alone() -> None:
+    # Kubernetes adds GATEWAY_SERVICE_HOST and the like for a Service named `gateway`;
+    # a deployment may set a variable a newer gateway reads (the manifests here do).
+    env = {
+        "GATEWAY_SERVICE_HOST": "10.0.0.1",
+        "GATEWAY_PORT_8000_TCP": "tcp://10.0.0.1:8000",
+        "GATEWAY_FORWARDED_ALLOW_IPS": "*",
+        "GATEWAY_STORE": "redis://redis:6379/0",
+    }
+    assert Settings.load(env) == Settings()
+
+
 def test_admin_token_comes_from_the_environment_only() -> None:
     assert Settings.load({"GATEWAY_ADMIN_TOKEN": "s3cret"}).admin_token == "s3cret"
     assert Settings.load({"GATEWAY_ADMIN_TOKEN": ""}).admin_token is None
@@ -89,6 +104,11 @@ def test_admin_token_comes_from_the_environment_only() -> None:
             "warning, info, debug",
         ),
         ("GATEWAY_WORKERS", "0", "gateway serve: workers must be at least 1"),
+        (
+            "GATEWAY_SHUTDOWN_DELAY",
+            "soon",
+            "gateway serve: GATEWAY_SHUTDOWN_DELAY='soon': expected a number",
+        ),
     ],
 )
 def test_a_bad_environment_value_is_one_line_naming_it(
