@@ -20,11 +20,11 @@ COPY gateway ./gateway
 COPY legacy_flask ./legacy_flask
 COPY new_fastapi ./new_fastapi
 # Every dependency has a binary wheel for this platform: no compiler in either stage.
-# Versions are bounded by pyproject.toml; pin them with a constraints file for
-# repeatable builds (deploy/README.md).
+# The `redis` extra is the route store's client (--store). Versions are bounded by
+# pyproject.toml; pin them with a constraints file for repeatable builds. pip stays in
+# the environment, for images built FROM this one (deploy/README.md).
 RUN python -m venv /opt/gateway \
-    && /opt/gateway/bin/pip install --only-binary=:all: --no-binary=strangler-gateway . \
-    && /opt/gateway/bin/pip uninstall --yes pip
+    && /opt/gateway/bin/pip install --only-binary=:all: --no-binary=strangler-gateway ".[redis]"
 
 # --- runtime: the environment and the route file, as a non-root user ---
 FROM ${PYTHON_IMAGE}
