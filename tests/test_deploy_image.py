@@ -185,7 +185,7 @@ def test_entry_point_serves_the_demo(tmp_path: Path) -> None:
         )
         try:
             url = f"http://127.0.0.1:{port}"
-            _wait_ready(url, proc, log_path)
+            wait_ready(url, proc, log_path)
             with httpx.Client(base_url=url, timeout=10) as client:
                 created = client.post("/books", json={"title": "Dune", "author": "Herbert"})
                 assert created.status_code == 201
@@ -211,7 +211,7 @@ def test_entry_point_serves_the_demo(tmp_path: Path) -> None:
     assert "Traceback" not in log_path.read_text()
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+def wait_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import httpx
 import kubernetes_validate
 import pytest
 import yaml
 
 from gateway.settings import Settings
-from tests.harness import ROOT
-from tests.test_deploy_image import FINAL
+from tests.harness import ROOT, free_port
+from tests.test_deploy_image import FINAL, image_environment, wait_ready
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 GENERATE = KUBERNETES / "generate.py"
@@ -239,3 +241,46 @@ def test_dashboard_overlay_carries_the_dashboard_for_the_sidecar() -> None:
     dashboard = ROOT / "deploy" / "grafana" / "dashboards" / "gateway.json"
     assert configmap["data"]["gateway.json"] == dashboard.read_text()
     json.loads(configmap["data"]["gateway.json"])
+
+
+@needs_kubectl
+def test_the_deployments_environment_serves(tmp_path: Path) -> None:
+    # The image's entry point with the Deployment's variables on top, its ConfigMap
+    # as the mounted directory: every value it sets is one the gateway accepts.
+    docs = render("base")
+    port = free_port()
+    env = image_environment(tmp_path, port)
+    pod_env = env_of(gateway_container(docs))
+    config = Path(pod_env["GATEWAY_CONFIG"])
+    mounted = tmp_path / "configmap"
+    mounted.mkdir()
+    data = find(docs, "ConfigMap", "gateway-routes")["data"]
+    for name, text in data.items():
+        (mounted / name).write_text(text)
+    env.update({k: v for k, v in pod_env.items() if isinstance(v, str)})
+    env["GATEWAY_CONFIG"] = str(mounted / config.name)
+    env["GATEWAY_PORT"] = str(port)  # the container port, mapped to a free one here
+    env["GATEWAY_SHUTDOWN_DELAY"] = "0.5"  # the manifests' 10 s, shortened for the test
+    log_path = tmp_path / "gateway.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            json.loads(FINAL.last("ENTRYPOINT")),
+            cwd=env["TMPDIR"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(url, proc, log_path)
+            probe = gateway_container(docs)["readinessProbe"]["httpGet"]["path"]
+            assert httpx.get(url + probe, timeout=5).status_code == 200
+            assert httpx.get(url + "/books", timeout=5).headers["x-gateway-backend"] == "new"
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    entries = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert any(e.get("message", "").startswith("route table loaded:") for e in entries)
