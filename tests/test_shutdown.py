@@ -132,6 +132,19 @@ def test_sigterm_with_nothing_open_exits_0_at_once(demo_routes: Path) -> None:
         assert time.monotonic() - started < 10  # no delay by default, nothing to wait for
 
 
+def test_a_second_sigterm_ends_the_delay(demo_routes: Path) -> None:
+    with GatewayProcess(demo_routes, "--shutdown-delay", "600") as gateway:
+        assert gateway.proc is not None
+        gateway.proc.send_signal(signal.SIGTERM)
+        time.sleep(1)
+        assert httpx.get(gateway.url + "/-/readyz", timeout=5).status_code == 503
+        assert gateway.proc.poll() is None  # serving out its delay
+        started = time.monotonic()
+        gateway.proc.send_signal(signal.SIGTERM)
+        assert wait_exit(gateway, 20) == 0
+        assert time.monotonic() - started < 15
+
+
 def test_every_worker_drains(demo_routes: Path) -> None:
     with GatewayProcess(demo_routes, "--workers", "2", "--shutdown-delay", "3") as gateway:
         assert gateway.proc is not None
