@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
+from tests.deploysupport import FINAL
 from tests.promsupport import DATASOURCES, DEPLOY, PROMETHEUS_CONFIG, RULES, promtool
-from tests.test_deploy_image import FINAL
 
 COMPOSE = DEPLOY / "compose.yaml"
 SPEC = yaml.safe_load(COMPOSE.read_text())

@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from gateway.settings import Settings
+from tests.deploysupport import FINAL, image_environment, wait_ready
 from tests.harness import ROOT, free_port
-from tests.test_deploy_image import FINAL, image_environment, wait_ready
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 GENERATE = KUBERNETES / "generate.py"

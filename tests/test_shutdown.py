@@ -4,6 +4,7 @@ and the JSON log format. Real processes on loopback, the demo apps behind them."
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import signal
 import socket
@@ -257,3 +258,20 @@ def test_json_log_format(demo_routes: Path, tmp_path: Path) -> None:
     assert access["client_addr"].startswith("127.0.0.1:")
     messages = [e.get("message", "") for e in entries]
     assert any(m.startswith("shutdown requested: signal=SIGTERM") for m in messages)
+
+
+def test_json_log_keeps_an_exception_on_its_line() -> None:
+    from gateway.jsonlog import JsonFormatter
+
+    try:
+        raise ValueError("bad value")
+    except ValueError:
+        record = logging.LogRecord(
+            "gateway", logging.ERROR, __file__, 1, "failed: %s", ("x",), sys.exc_info()
+        )
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    entry = json.loads(line)
+    assert entry["message"] == "failed: x"
+    assert entry["level"] == "ERROR"
+    assert entry["exception"].endswith("ValueError: bad value")
