@@ -50,7 +50,9 @@ class WSGIBackend:
 
     def __init__(self, spec: BackendSpec, executor: ThreadPoolExecutor) -> None:
         self.spec = spec
-        self._asgi = _wsgi_on(import_target(spec.target), executor)
+        self.app = import_target(spec.target)
+        self.executor = executor  # gateway.session opens this app's sessions on it too
+        self._asgi = _wsgi_on(self.app, executor)
 
     async def start(self) -> None:
         return None
@@ -97,10 +99,19 @@ class ASGIBackend:
             self._lifespan = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # A scope of its own, as a server gives each app: frameworks rewrite theirs
-        # (root_path, path_params, router), and the same request may go on to a
-        # fallback or a shadow backend. Like a server, a copy of the lifespan state.
-        await self.app({**scope, "state": self.state.copy()}, receive, send)
+        await self.call(scope, receive, send, self.request_state())
+
+    def request_state(self) -> dict[str, Any]:
+        """A request's `state`: like a server, a copy of what the lifespan set up."""
+        return self.state.copy()
+
+    async def call(self, scope: Scope, receive: Receive, send: Send, state: dict[str, Any]) -> None:
+        """Call the app with `state` (gateway.session adds the shared login to it).
+
+        A scope of its own, as a server gives each app: frameworks rewrite theirs
+        (root_path, path_params, router), and the same request may go on to a
+        fallback or a shadow backend."""
+        await self.app({**scope, "state": state}, receive, send)
 
 
 class _Lifespan:

@@ -200,10 +200,10 @@ async def _attempt(
         if scope["type"] == "websocket" and not backend.supports_websocket:
             await exchange({"type": "websocket.close", "code": 1003})
         elif target.timeout is None:
-            await backend(scope, receive, exchange)
+            await target.app(scope, receive, exchange)
         else:
             async with asyncio.timeout(target.timeout) as exchange.deadline:
-                await backend(scope, receive, exchange)
+                await target.app(scope, receive, exchange)
         if not exchange.status:
             raise BackendError("the backend returned without a response")
     except BackendFailure as exc:

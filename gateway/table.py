@@ -12,6 +12,7 @@ attribute assignment; a request reads it once and keeps it to the end.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -22,8 +23,9 @@ from gateway.metrics import Metrics, RouteMetrics
 from gateway.rollback import RollbackWatch
 from gateway.route_state import RouteState
 from gateway.routefile.model import DEFAULT_ROUTE_ID, GatewayConfig, RouteSpec
+from gateway.session import Gates
 from gateway.shadow import Shadower, ShadowRunner
-from gateway.types import Headers
+from gateway.types import ASGIApp, Headers
 from gateway.upstream import DEFAULT_TIMEOUT
 
 
@@ -33,6 +35,7 @@ class Target:
 
     name: str
     backend: Backend
+    app: ASGIApp  # what serves a request: the backend, or its session gate (gateway.session)
     response_headers: Headers
     metrics: RouteMetrics | None
     timeout: float | None  # seconds to the first byte of the answer; None: no limit
@@ -118,6 +121,8 @@ def build_table(
     state: RouteState | None = None,
     shadows: ShadowRunner | None = None,
 ) -> RouteTable:
+    gates = Gates(backends, os.environ)  # shared login: raises if a session_from cannot work
+
     def target(route_id: str, name: str) -> Target:
         backend = backends[name]
         # The spec by *name*: two names may share one running in-process app.
@@ -134,6 +139,7 @@ def build_table(
         return Target(
             name=name,
             backend=backend,
+            app=gates.wrap(spec),
             response_headers=headers,
             metrics=metrics.for_route(route_id, name) if metrics else None,
             timeout=timeout,
@@ -156,9 +162,9 @@ def build_table(
             shadower = Shadower(
                 spec.id,
                 shadow,
-                backends[shadow.backend],
+                gates.wrap(config.backend(shadow.backend)),
                 shadow.backend,
-                primary.backend,
+                primary.app,
                 primary.name,
                 state.shadow_stats(spec.id),
                 metrics.shadow_children(spec.id) if metrics else None,

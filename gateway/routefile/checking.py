@@ -26,12 +26,13 @@ from gateway.routefile.model import (
 )
 from gateway.routefile.nodes import NodeReader, hint
 from gateway.routefile.policy_rules import POLICY_KEYS, PolicyChecker
+from gateway.routefile.session_rules import SESSION_KEYS, SessionRules
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 MAX_TIMEOUT = 3600.0  # seconds: a backend timeout past an hour is a mistake (or .inf)
 _IMPORT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _TOP_KEYS = ("version", "backends", "default", "routes")
-_BACKEND_KEYS = (*BACKEND_KINDS, "timeout", "openapi")
+_BACKEND_KEYS = (*BACKEND_KINDS, "timeout", "openapi", *SESSION_KEYS)
 _ROUTE_KEYS = ("id", "path", "methods", "backend", *POLICY_KEYS)
 
 
@@ -85,13 +86,16 @@ class Checker(NodeReader):
         if not entries:
             self.problem(entry[1], "'backends' is empty; declare at least one backend")
         specs = []
+        sessions = SessionRules(self)
         for name, (key_node, node) in entries.items():
-            spec = self.backend(name, key_node, node)
+            spec = self.backend(name, key_node, node, sessions)
             if spec is not None:
                 specs.append(spec)
-        return specs, set(entries)
+        return sessions.sources(specs, set(entries)), set(entries)
 
-    def backend(self, name: str, key_node: yaml.Node, node: yaml.Node) -> BackendSpec | None:
+    def backend(
+        self, name: str, key_node: yaml.Node, node: yaml.Node, sessions: SessionRules
+    ) -> BackendSpec | None:
         what = f"backend {name!r}"
         if not _ID_RE.match(name):
             self.problem(key_node, f"{what}: names use letters, digits and _ . : - only")
@@ -129,7 +133,20 @@ class Checker(NodeReader):
                 entries["timeout"][1], f"{what}: 'timeout' (seconds)", 0, MAX_TIMEOUT, low_open=True
             )
         openapi = self.openapi(entries.get("openapi"), what, kind)
-        return BackendSpec(name, kind, target, timeout, openapi, where=self.at(value_node))
+        session = sessions.keys(name, kind, entries)
+        if session is None:
+            return None
+        session_from, session_header = session
+        return BackendSpec(
+            name,
+            kind,
+            target,
+            timeout,
+            openapi=openapi,
+            session_from=session_from,
+            session_header=session_header,
+            where=self.at(value_node),
+        )
 
     def openapi(
         self, entry: tuple[yaml.Node, yaml.Node] | None, what: str, kind: str

@@ -79,11 +79,16 @@ class BackendSpec:
     # url backends only: where its OpenAPI document is (a path on it, or a file); read
     # by the inventory, never by the request path, so not part of the identity
     openapi: str | None = None
+    # Shared login (gateway.session): the wsgi backend whose Flask session this one sees,
+    # and for a url backend the request/response header that carries it.
+    session_from: str | None = None
+    session_header: str | None = None
     where: Position | None = field(default=None, compare=False)
 
     @property
     def identity(self) -> tuple[str, str, float | None]:
-        """What makes two specs the same running backend (the name is only a label)."""
+        """What makes two specs the same running backend (the name is only a label;
+        the session keys too: they are applied per route table, not by the backend)."""
         return (self.kind, self.target, self.timeout)
 
 
