@@ -11,7 +11,7 @@ from flask import Flask, render_template, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers.response import Response as BaseResponse
 
-from legacy_flask import api, store, ui
+from legacy_flask import api, auth, store, ui
 
 DEV_SECRET_KEY = "dev-only-not-secret"
 
@@ -40,6 +40,7 @@ def create_app() -> Flask:
     app.config["SECRET_KEY"] = os.environ.get("BOOKSTORE_SECRET_KEY", DEV_SECRET_KEY)
     app.register_blueprint(api.bp)
     app.register_blueprint(ui.bp)
+    app.register_blueprint(auth.bp)
     app.register_error_handler(HTTPException, handle_http_error)
     app.teardown_appcontext(store.close_db)
     return app

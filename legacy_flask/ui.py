@@ -10,6 +10,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers.response import Response as BaseResponse
 
 from legacy_flask import store
+from legacy_flask.auth import login_required
 from legacy_flask.validation import FIELDS, ValidationError, validate_book
 
 bp = Blueprint("ui", __name__, url_prefix="/ui")
@@ -40,17 +41,38 @@ def book_list() -> str:
 
 
 @bp.route("/books/new", methods=["GET", "POST"])
+@login_required
 def book_new() -> str | BaseResponse | tuple[str, int]:
     if request.method == "GET":
-        return render_template("book_form.html", form={})
+        return render_template("book_form.html", form={}, book=None)
     try:
         fields = validate_book(form_to_payload(request.form))
     except ValidationError as exc:
         flash(str(exc), "error")
-        return render_template("book_form.html", form=request.form), 400
+        return render_template("book_form.html", form=request.form, book=None), 400
     book = store.create_book(store.get_db(), fields)
     flash("Book created", "success")
     return redirect(url_for("ui.book_detail", book_id=book["id"]), code=303)
+
+
+@bp.route("/books/<int:book_id>/edit", methods=["GET", "POST"])
+@login_required
+def book_edit(book_id: int) -> str | BaseResponse | tuple[str, int]:
+    book = store.get_book(store.get_db(), book_id)
+    if book is None:
+        abort(404)
+    if request.method == "GET":
+        form = {name: "" if book[name] is None else str(book[name]) for name in FIELDS}
+        return render_template("book_form.html", form=form, book=book)
+    try:
+        fields = validate_book(form_to_payload(request.form))
+    except ValidationError as exc:
+        flash(str(exc), "error")
+        return render_template("book_form.html", form=request.form, book=book), 400
+    if store.update_book(store.get_db(), book_id, fields) is None:
+        abort(404)
+    flash("Book saved", "success")
+    return redirect(url_for("ui.book_detail", book_id=book_id), code=303)
 
 
 @bp.get("/books/<int:book_id>")
@@ -62,6 +84,7 @@ def book_detail(book_id: int) -> str:
 
 
 @bp.post("/books/<int:book_id>/delete")
+@login_required
 def book_delete(book_id: int) -> BaseResponse:
     book = store.get_book(store.get_db(), book_id)
     if book is None or not store.delete_book(store.get_db(), book_id):

@@ -14,7 +14,7 @@ from pydantic import BeforeValidator
 from starlette.concurrency import run_in_threadpool
 
 from legacy_flask.db import INT64_MAX
-from new_fastapi import repository
+from new_fastapi import login, repository
 from new_fastapi.errors import NO_FIELDS, ApiError, BookNotFound, install_error_handlers
 from new_fastapi.events import EventStreamResponse, stream_events
 from new_fastapi.models import Book, BookCreate, BookUpdate, ErrorBody
@@ -155,7 +155,8 @@ def create_app() -> FastAPI:
         redirect_slashes=False,
     )
     app.include_router(router)
-    install_error_handlers(app, router.routes)
+    app.include_router(login.router)
+    install_error_handlers(app, [*router.routes, *login.router.routes])
     return app
 
 
