@@ -1,0 +1,170 @@
+"""Shared login with the demo pair: the legacy app's session, seen and changed by the new app.
+
+Requests go through an in-process gateway; the legacy app's own pages say whether it
+sees a user (its nav shows the name), so "the legacy app agrees" is its own answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from flask import Flask
+from starlette.testclient import TestClient
+
+from legacy_flask.app import app as legacy_app
+from tests.harness import gateway_client, write_routes
+
+TABLE = """\
+version: 1
+backends:
+  legacy: {wsgi: "legacy_flask.app:app"}
+  new: {asgi: "new_fastapi.app:app", session_from: legacy}
+default: legacy
+routes:
+  - {id: me, path: /me, methods: [GET], backend: new}
+  - {id: logout, path: /logout, methods: [POST], backend: new}
+"""
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    with gateway_client(write_routes(tmp_path, TABLE)) as client:
+        yield client
+
+
+def log_in(client: TestClient, user: str = "alice", password: str = "wonderland") -> str:
+    """Log in on the legacy login page; the session cookie's value."""
+    response = client.post("/ui/login", data={"username": user, "password": password})
+    assert response.status_code == 200  # the redirect to the book list, followed
+    assert f'<span id="user">{user}</span>' in response.text
+    return client.cookies["session"]
+
+
+def legacy_sees(client: TestClient, cookie: str | None = None) -> str | None:
+    """The user the legacy app's own page shows (None: the "Log in" link)."""
+    headers = {"cookie": f"session={cookie}"} if cookie is not None else {}
+    html = client.get("/ui/", headers=headers).text
+    if '<span id="user">' not in html:
+        assert '<a href="/ui/login">Log in</a>' in html
+        return None
+    return html.split('<span id="user">')[1].split("<")[0]
+
+
+def test_the_new_app_sees_the_user_the_legacy_app_logged_in(client: TestClient) -> None:
+    anonymous = client.get("/me")
+    assert anonymous.status_code == 401
+    assert anonymous.json() == {"error": "unauthorized"}
+    assert anonymous.headers["x-gateway-backend"] == "new"
+    log_in(client)
+    me = client.get("/me")
+    assert (me.status_code, me.json()) == (200, {"user": "alice"})
+    assert me.headers["x-gateway-backend"] == "new"
+    assert "set-cookie" not in me.headers  # reading is not writing
+
+
+def test_logout_on_the_new_side_logs_out_of_the_legacy_app(client: TestClient) -> None:
+    log_in(client)
+    response = client.post("/logout")
+    assert response.status_code == 204
+    assert response.headers["x-gateway-backend"] == "new"
+    # The deletion Flask itself sends for an emptied session.
+    assert response.headers["set-cookie"] == (
+        "session=; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; HttpOnly; Path=/"
+    )
+    assert legacy_sees(client) is None
+    assert client.get("/me").status_code == 401
+
+
+def test_logout_on_the_legacy_side_logs_out_of_the_new_app(client: TestClient) -> None:
+    log_in(client)
+    page = client.post("/ui/logout")
+    assert "Logged out" in page.text
+    assert client.get("/me").status_code == 401
+
+
+def test_the_legacy_login_rejects_a_wrong_password(client: TestClient) -> None:
+    response = client.post("/ui/login", data={"username": "alice", "password": "alice"})
+    assert response.status_code == 401
+    assert "Wrong user name or password" in response.text
+    assert client.get("/me").status_code == 401
+
+
+def _signed(app: Flask, data: dict[str, str]) -> str:
+    serializer = app.session_interface.get_signing_serializer(app)  # type: ignore[attr-defined]
+    assert serializer is not None
+    value: str = serializer.dumps(data)
+    return value
+
+
+def _tampered() -> str:
+    _, stamp, signature = _signed(legacy_app, {"user": "alice"}).split(".")
+    forged = _signed(legacy_app, {"user": "bob"}).split(".")[0]
+    return ".".join((forged, stamp, signature))  # bob's payload under alice's signature
+
+
+def _other_key() -> str:
+    other = Flask("other")
+    other.secret_key = "another key"
+    return _signed(other, {"user": "alice"})
+
+
+def _expired() -> str:
+    lifetime = legacy_app.permanent_session_lifetime.total_seconds()
+    with mock.patch("itsdangerous.timed.time.time", return_value=time.time() - lifetime - 60):
+        return _signed(legacy_app, {"user": "alice"})
+
+
+@pytest.mark.parametrize("make", [_tampered, _other_key, _expired])
+def test_a_cookie_flask_rejects_is_anonymous_on_both_sides(
+    client: TestClient, make: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert legacy_sees(client, _signed(legacy_app, {"user": "alice"})) == "alice"  # the control
+    cookie = make()  # type: ignore[operator]
+    me = client.get("/me", headers={"cookie": f"session={cookie}"})
+    assert (me.status_code, me.json()) == (401, {"error": "unauthorized"})
+    assert legacy_sees(client, cookie) is None
+    assert cookie not in caplog.text
+
+
+def test_ui_changes_need_a_login_and_go_on_after_it(client: TestClient) -> None:
+    form = client.get("/ui/books/new", follow_redirects=False)
+    assert form.status_code == 303
+    assert form.headers["location"] == "/ui/login?next=/ui/books/new"
+    refused = client.post("/ui/books/new", data={"title": "Emma", "author": "Jane Austen"})
+    assert "Log in to change books" in refused.text
+    assert client.get("/books").json() == []
+    login = client.post(
+        "/ui/login",
+        data={"username": "bob", "password": "builder", "next": "/ui/books/new"},
+    )
+    assert login.url.path == "/ui/books/new"
+    created = client.post("/ui/books/new", data={"title": "Emma", "author": "Jane Austen"})
+    assert "Book created" in created.text
+    client.post("/logout")  # on the new side
+    book_id = client.get("/books").json()[0]["id"]
+    deleted = client.post(f"/ui/books/{book_id}/delete")
+    assert "Log in to change books" in deleted.text
+    assert len(client.get("/books").json()) == 1
+
+
+def test_the_login_page_only_redirects_within_the_site(client: TestClient) -> None:
+    response = client.post(
+        "/ui/login",
+        data={"username": "alice", "password": "wonderland", "next": "//evil.example/"},
+        follow_redirects=False,
+    )
+    assert response.headers["location"] == "/ui/"
+
+
+def test_a_session_is_never_logged(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    cookie = log_in(client)
+    client.get("/me")
+    client.post("/logout")
+    assert cookie not in caplog.text
+    assert "alice" not in caplog.text
