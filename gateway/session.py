@@ -204,20 +204,25 @@ class Gates:
     """The session gates of one route table, one per backend name that declares
     `session_from` (the routes using a backend share its gate)."""
 
-    def __init__(self, backends: Mapping[str, Backend], environ: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        specs: tuple[BackendSpec, ...],
+        backends: Mapping[str, Backend],
+        environ: Mapping[str, str],
+    ) -> None:
+        """Raises `SessionSetupError` for any backend whose `session_from` cannot work,
+        whether a route uses that backend yet or not."""
         self.backends = backends
         self.environ = environ
         self._gates: dict[str, ASGIApp] = {}
+        for spec in specs:
+            if spec.session_from is not None:
+                backend = backends[spec.name]
+                self._gates[spec.name] = self._gate(spec, backend, spec.session_from)
 
     def wrap(self, spec: BackendSpec) -> ASGIApp:
         """The backend named by `spec` as a route calls it."""
-        backend = self.backends[spec.name]
-        if spec.session_from is None:
-            return backend
-        found = self._gates.get(spec.name)
-        if found is None:
-            found = self._gates[spec.name] = self._gate(spec, backend, spec.session_from)
-        return found
+        return self._gates.get(spec.name) or self.backends[spec.name]
 
     def _gate(self, spec: BackendSpec, backend: Backend, source_name: str) -> ASGIApp:
         source_backend = self.backends[source_name]

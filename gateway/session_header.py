@@ -56,7 +56,7 @@ def sign(session: dict[str, Any] | None, key: bytes, now: float | None = None) -
 def verify(value: str, key: bytes, max_age: float = MAX_AGE) -> dict[str, Any] | None:
     """The session a header value carries (None for none); raises `BadSessionHeader`."""
     payload, dot, mac = value.strip().partition(".")
-    if not dot or not hmac.compare_digest(mac, _mac(key, payload)):
+    if not (dot and value.isascii()) or not hmac.compare_digest(mac, _mac(key, payload)):
         raise BadSessionHeader("bad signature")
     try:
         body = json.loads(_unb64(payload))

@@ -121,7 +121,8 @@ def build_table(
     state: RouteState | None = None,
     shadows: ShadowRunner | None = None,
 ) -> RouteTable:
-    gates = Gates(backends, os.environ)  # shared login: raises if a session_from cannot work
+    # Shared login: raises if a backend's session_from cannot work.
+    gates = Gates(config.backends, backends, os.environ)
 
     def target(route_id: str, name: str) -> Target:
         backend = backends[name]
