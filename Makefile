@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test lint typecheck unit tools bench clean
+.PHONY: install run test lint typecheck unit tools browser bench clean
 
 install: $(STAMP)
 
@@ -33,7 +33,14 @@ typecheck: install
 tools:
 	deploy/prometheus/ensure-prometheus
 
-unit: install tools
+# Debian's Chromium, for the page tests (Playwright drives it; it never downloads one)
+browser:
+	@test -x /usr/bin/chromium || { \
+	  apt-get -o DPkg::Lock::Timeout=300 -qq update && \
+	  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 -qq install -y \
+	    --no-install-recommends chromium; }
+
+unit: install tools browser
 	$(BIN)/pytest
 
 test: lint typecheck unit

@@ -1,4 +1,5 @@
-"""Fixtures shared by every test: a fresh database per test and a client per app."""
+"""Fixtures shared by every test: a fresh database per test, a client per app, and one
+real browser for the page tests (a fresh context, i.e. a fresh cookie jar, per test)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, BrowserContext
 from starlette.testclient import TestClient
 
 from legacy_flask.db import DB_ENV_VAR
+from tests.browser import chromium
 from tests.support import legacy_test_client, new_test_client
 
 
@@ -30,3 +33,18 @@ def legacy_client() -> Iterator[TestClient]:
 def new_client() -> Iterator[TestClient]:
     with new_test_client() as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    with chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+def browser_context(browser: Browser) -> Iterator[BrowserContext]:
+    context = browser.new_context()
+    try:
+        yield context
+    finally:
+        context.close()

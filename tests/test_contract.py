@@ -168,6 +168,17 @@ def test_delete_returns_204_with_empty_body(api: TestClient) -> None:
     assert api.get("/books").json() == []
 
 
+def test_me_without_a_login_is_401(api: TestClient) -> None:
+    assert_error(api.get("/me"), 401, "unauthorized")
+
+
+def test_logout_returns_204_with_empty_body(api: TestClient) -> None:
+    response = api.post("/logout")
+    assert response.status_code == 204
+    assert response.content == b""
+    assert "content-type" not in response.headers
+
+
 # --- errors ------------------------------------------------------------------------
 
 NOT_AN_OBJECT = "request body must be a JSON object"

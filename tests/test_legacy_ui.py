@@ -12,11 +12,19 @@ from legacy_flask.app import create_app
 
 
 @pytest.fixture
-def pages() -> Iterator[FlaskClient]:
+def anonymous() -> Iterator[FlaskClient]:
     app = create_app()
     app.config["TESTING"] = True
     with app.test_client() as client:
         yield client
+
+
+@pytest.fixture
+def pages(anonymous: FlaskClient) -> FlaskClient:
+    """A logged-in user's client: changing books through the pages needs a login."""
+    response = anonymous.post("/ui/login", data={"username": "alice", "password": "wonderland"})
+    assert response.status_code == 303
+    return anonymous
 
 
 def add_book(pages: FlaskClient, **fields: Any) -> dict[str, Any]:
@@ -149,3 +157,80 @@ def test_everything_user_supplied_is_escaped(pages: FlaskClient) -> None:
     assert response.status_code == 400
     assert "<script>x</script>" not in response.text
     assert 'value="&#34;&gt;&lt;script&gt;x&lt;/script&gt;"' in response.text
+
+
+def test_the_login_page_logs_in_and_the_nav_says_who(anonymous: FlaskClient) -> None:
+    page = anonymous.get("/ui/login")
+    assert page.status_code == 200
+    assert '<input type="password" name="password"' in page.text
+    assert '<a href="/ui/login">Log in</a>' in anonymous.get("/ui/").text
+    response = anonymous.post("/ui/login", data={"username": "bob", "password": "builder"})
+    assert (response.status_code, response.headers["Location"]) == (303, "/ui/")
+    listing = anonymous.get("/ui/").text
+    assert "Logged in as bob" in listing
+    assert '<span id="user">bob</span>' in listing
+    assert anonymous.get("/me").get_json() == {"user": "bob"}
+
+
+@pytest.mark.parametrize(
+    ("username", "password"), [("alice", "builder"), ("carol", "wonderland"), ("", "")]
+)
+def test_a_wrong_login_is_refused(anonymous: FlaskClient, username: str, password: str) -> None:
+    response = anonymous.post("/ui/login", data={"username": username, "password": password})
+    assert response.status_code == 401
+    assert "Wrong user name or password" in response.text
+    assert f'name="username" value="{username}"' in response.text
+    assert anonymous.get("/me").status_code == 401
+
+
+def test_logout_ends_the_session(pages: FlaskClient) -> None:
+    response = pages.post("/ui/logout")
+    assert (response.status_code, response.headers["Location"]) == (303, "/ui/")
+    assert "Logged out" in pages.get("/ui/").text
+    assert pages.get("/me").status_code == 401
+
+
+def test_json_me_and_logout(pages: FlaskClient) -> None:
+    assert pages.get("/me").get_json() == {"user": "alice"}
+    response = pages.post("/logout")
+    assert (response.status_code, response.data, response.content_type) == (204, b"", None)
+    response = pages.get("/me")
+    assert (response.status_code, response.get_json()) == (401, {"error": "unauthorized"})
+
+
+def test_changing_books_through_the_pages_needs_a_login(anonymous: FlaskClient) -> None:
+    book = add_book(anonymous, title="Kept", author="Someone")
+    for method, url in (
+        ("GET", "/ui/books/new"),
+        ("POST", "/ui/books/new"),
+        ("GET", f"/ui/books/{book['id']}/edit"),
+        ("POST", f"/ui/books/{book['id']}/edit"),
+        ("POST", f"/ui/books/{book['id']}/delete"),
+    ):
+        response = anonymous.open(url, method=method, data={"title": "X", "author": "Y"})
+        assert response.status_code == 303, url
+        assert response.headers["Location"] == f"/ui/login?next={url}"
+    assert anonymous.get("/books").get_json() == [book]
+    assert "Log in to change books" in anonymous.get("/ui/login").text
+
+
+def test_change_through_the_page(pages: FlaskClient) -> None:
+    book = add_book(pages, title="Dune", author="Frank Herbert")
+    assert f'href="/ui/books/{book["id"]}/edit"' in pages.get(f"/ui/books/{book['id']}").text
+    form = pages.get(f"/ui/books/{book['id']}/edit")
+    assert f'action="/ui/books/{book["id"]}/edit"' in form.text
+    assert 'name="title" value="Dune"' in form.text
+    assert 'name="year" value=""' in form.text
+    response = pages.post(
+        f"/ui/books/{book['id']}/edit",
+        data={"title": "Dune", "author": "Frank Herbert", "year": "1965"},
+    )
+    assert (response.status_code, response.headers["Location"]) == (
+        303,
+        f"/ui/books/{book['id']}",
+    )
+    assert "Book saved" in pages.get(response.headers["Location"]).text
+    assert pages.get(f"/books/{book['id']}").get_json()["year"] == 1965
+    bad = pages.post(f"/ui/books/{book['id']}/edit", data={"title": "", "author": "F"})
+    assert (bad.status_code, "title is required" in bad.text) == (400, True)
+    assert pages.get("/ui/books/999/edit").status_code == 404
