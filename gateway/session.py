@@ -78,7 +78,10 @@ class FlaskSession:
 
     def _environ(self, scope: Scope) -> dict[str, Any]:
         # The environ the WSGI backend itself would be given (a2wsgi's), without a body.
-        http = scope if scope["type"] == "http" else {**scope, "method": "GET"}
+        # A WebSocket handshake is a GET (its scope need not name an HTTP version).
+        http = (
+            scope if scope["type"] == "http" else {"http_version": "1.1", **scope, "method": "GET"}
+        )
         return dict(build_environ(http, io.BytesIO()))  # type: ignore[arg-type]
 
     async def read(self, scope: Scope) -> dict[str, Any] | None:

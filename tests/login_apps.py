@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response, WebSocket
 from flask import Flask, abort
 from flask.sessions import SecureCookieSessionInterface
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
@@ -74,6 +74,8 @@ def create_flask_login_app() -> Flask:
 
 flask_login_app = create_flask_login_app()
 
+keyless = Flask("keyless")  # a Flask app without SECRET_KEY: no session to share
+
 partner = FastAPI()
 LoginUser = Annotated[str, Depends(user_required("_user_id"))]
 
@@ -95,6 +97,14 @@ def partner_login_as(name: str, request: Request) -> dict[str, Any]:
 @partner.post("/logout", status_code=204, response_class=Response)
 def partner_logout(request: Request) -> None:
     clear_session(request)
+
+
+@partner.websocket("/ws-me")
+async def partner_ws_me(websocket: WebSocket) -> None:
+    await websocket.accept()
+    session = read_session(websocket)
+    await websocket.send_json({"user": session.get("_user_id") if session else None})
+    await websocket.close()
 
 
 @partner.get("/state-keys")

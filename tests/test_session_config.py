@@ -91,6 +91,21 @@ def test_a_session_source_that_is_no_flask_app_stops_the_startup(
     )
 
 
+def test_a_session_source_without_a_secret_key_stops_the_startup(tmp_path: Path) -> None:
+    path = write_routes(
+        tmp_path,
+        """\
+version: 1
+backends:
+  keyless: {wsgi: "tests.login_apps:keyless"}
+  new: {asgi: "new_fastapi.app:app", session_from: keyless}
+default: keyless
+""",
+    )
+    with pytest.raises(RuntimeError, match="the Flask app has no SECRET_KEY"), gateway_client(path):
+        pass
+
+
 def test_a_reload_to_a_source_that_is_no_flask_app_keeps_the_table(tmp_path: Path) -> None:
     good = HEAD + '  new: {asgi: "new_fastapi.app:app", session_from: legacy}\ndefault: legacy\n'
     path = write_routes(tmp_path, good)

@@ -31,6 +31,7 @@ routes:
   - {id: login-as, path: "/login-as/{name}", backend: new}
   - {id: logout, path: /logout, backend: new}
   - {id: keys, path: /state-keys, backend: new}
+  - {id: ws, path: /ws-me, backend: new}
 """
     )
     with gateway_client(write_routes(tmp_path, table)) as client:
@@ -49,6 +50,14 @@ def test_the_new_side_sees_a_flask_login_user(client: TestClient) -> None:
         "new",
     )
     assert "legacy_session" in client.get("/state-keys").json()
+
+
+def test_a_websocket_sees_the_session_too(client: TestClient) -> None:
+    with client.websocket_connect("/ws-me") as ws:
+        assert ws.receive_json() == {"user": None}
+    client.post("/login/bob")
+    with client.websocket_connect("/ws-me") as ws:
+        assert ws.receive_json() == {"user": "bob"}
 
 
 def test_logging_out_with_flask_login_is_seen_by_the_new_side(client: TestClient) -> None:
