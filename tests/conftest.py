@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext
+from playwright.sync_api import BrowserContext
 from starlette.testclient import TestClient
 
 from legacy_flask.db import DB_ENV_VAR
-from tests.browser import chromium
+from tests.browser import SharedBrowser, chromium
 from tests.support import legacy_test_client, new_test_client
 
 
@@ -36,15 +36,12 @@ def new_client() -> Iterator[TestClient]:
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
+def browser() -> Iterator[SharedBrowser]:
     with chromium() as browser:
         yield browser
 
 
 @pytest.fixture
-def browser_context(browser: Browser) -> Iterator[BrowserContext]:
-    context = browser.new_context()
-    try:
+def browser_context(browser: SharedBrowser) -> Iterator[BrowserContext]:
+    with browser.context() as context:
         yield context
-    finally:
-        context.close()

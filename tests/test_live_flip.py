@@ -180,7 +180,7 @@ def test_invalid_files_mid_load_change_nothing_until_a_valid_one(tmp_path: Path)
             state = (await admin.get("/-/routes")).json()
             assert state["last_error"] is not None
             assert state["last_error"]["problems"][0].startswith(str(routes))
-            assert [r["backend"] for r in state["routes"]] == ["new", "new", "new"]
+            assert [r["backend"] for r in state["routes"]] == ["new"] * 5
             routes.write_text(good)  # (not yet seen: the flip below replaces it)
             begun = time.monotonic()
             set_backend_by_file(routes, "legacy")
