@@ -24,7 +24,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from gateway import session_header
-from gateway.legacy_session import clear_session, read_session, replace_session, user_required
+from gateway.legacy_session import (
+    LegacySession,
+    clear_session,
+    read_session,
+    replace_session,
+    user_required,
+)
 
 USERS = ("alice", "bob")
 
@@ -88,9 +94,8 @@ def partner_me(user: LoginUser, request: Request) -> dict[str, Any]:
 
 
 @partner.post("/login-as/{name}")
-def partner_login_as(name: str, request: Request) -> dict[str, Any]:
-    session = dict(read_session(request) or {})
-    replace_session(request, {**session, "_user_id": name, "_fresh": True})
+def partner_login_as(name: str, request: Request, session: LegacySession) -> dict[str, Any]:
+    replace_session(request, {**(session or {}), "_user_id": name, "_fresh": True})
     return {"user": name}
 
 
@@ -110,6 +115,18 @@ async def partner_ws_me(websocket: WebSocket) -> None:
 @partner.get("/state-keys")
 def partner_state_keys(request: Request) -> list[str]:
     return sorted(request.scope["state"])
+
+
+# --- the same in plain Starlette --------------------------------------------------------
+
+_login_user = user_required("_user_id")
+
+
+async def starlette_me(request: StarletteRequest) -> JSONResponse:
+    return JSONResponse({"user": _login_user(request)})  # Starlette's own 401 otherwise
+
+
+starlette_partner = Starlette(routes=[Route("/plain-me", starlette_me)])
 
 
 # --- the remote upstream -------------------------------------------------------------

@@ -168,3 +168,12 @@ def test_a_session_is_never_logged(client: TestClient, caplog: pytest.LogCapture
     client.post("/logout")
     assert cookie not in caplog.text
     assert "alice" not in caplog.text
+
+
+def test_a_session_is_in_no_metric_and_no_admin_answer(client: TestClient) -> None:
+    cookie = log_in(client)
+    client.get("/me")
+    for path in ("/metrics", "/-/routes", "/-/shadow"):
+        text = client.get(path).text
+        assert cookie not in text, path
+        assert "alice" not in text, path

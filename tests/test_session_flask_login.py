@@ -6,17 +6,22 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import pytest
+from flask import Flask
 from starlette.testclient import TestClient
 
 from tests.harness import gateway_client, write_routes
+from tests.login_apps import SaltedSessions
 
 BACKENDS = """\
 version: 1
 backends:
   legacy: {wsgi: "tests.login_apps:flask_login_app"}
   new: {asgi: "tests.login_apps:partner", session_from: legacy}
+  plain: {asgi: "tests.login_apps:starlette_partner", session_from: legacy}
 default: legacy
 """
 
@@ -32,6 +37,7 @@ routes:
   - {id: logout, path: /logout, backend: new}
   - {id: keys, path: /state-keys, backend: new}
   - {id: ws, path: /ws-me, backend: new}
+  - {id: plain, path: /plain-me, backend: plain}
 """
     )
     with gateway_client(write_routes(tmp_path, table)) as client:
@@ -50,6 +56,46 @@ def test_the_new_side_sees_a_flask_login_user(client: TestClient) -> None:
         "new",
     )
     assert "legacy_session" in client.get("/state-keys").json()
+
+
+def test_a_plain_starlette_app_sees_the_user_too(client: TestClient) -> None:
+    anonymous = client.get("/plain-me")
+    assert (anonymous.status_code, anonymous.text) == (401, "Unauthorized")  # Starlette's own
+    client.post("/login/bob")
+    assert client.get("/plain-me").json() == {"user": "bob"}
+
+
+def _signed(data: dict[str, Any], key: str = "flask-login-test-key", age: float = 0) -> str:
+    app = Flask("signer")
+    app.secret_key = key
+    serializer = SaltedSessions().get_signing_serializer(app)
+    assert serializer is not None
+    with mock.patch("itsdangerous.timed.time.time", return_value=time.time() - age):
+        value: str = serializer.dumps(data)
+    return value
+
+
+ALICE = {"_user_id": "alice", "_fresh": True}
+
+
+@pytest.mark.parametrize(
+    "cookie",
+    [
+        pytest.param(
+            ".".join([_signed({"_user_id": "bob"}).split(".")[0], *_signed(ALICE).split(".")[1:]]),
+            id="tampered",
+        ),
+        pytest.param(_signed(ALICE, key="another key"), id="other-key"),
+        pytest.param(_signed(ALICE, age=32 * 86400), id="expired"),  # Flask's 31 days
+    ],
+)
+def test_a_cookie_flask_rejects_is_anonymous_on_both_sides(client: TestClient, cookie: str) -> None:
+    assert client.get("/me", headers={"cookie": f"login_sid={_signed(ALICE)}"}).json() == {
+        "user": "alice"
+    }  # the control: a cookie the app signed itself
+    headers = {"cookie": f"login_sid={cookie}"}
+    assert client.get("/me", headers=headers).status_code == 401
+    assert client.get("/legacy-me", headers=headers).status_code == 401
 
 
 def test_a_websocket_sees_the_session_too(client: TestClient) -> None:
