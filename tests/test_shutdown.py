@@ -250,7 +250,7 @@ def test_json_log_format(demo_routes: Path, tmp_path: Path) -> None:
         assert entry["level"] in ("INFO", "WARNING", "ERROR")
     loaded = [e for e in entries if e.get("message", "").startswith("route table loaded:")]
     assert len(loaded) == 1 and loaded[0]["logger"] == "gateway"
-    assert "routes=3 backends=legacy,new default=legacy" in loaded[0]["message"]
+    assert "routes=5 backends=legacy,new default=legacy" in loaded[0]["message"]
     (access,) = [e for e in entries if e.get("request_line", "").startswith("GET /books")]
     assert access["logger"] == "uvicorn.access"
     assert access["request_line"] == "GET /books?secret=1 HTTP/1.1"
