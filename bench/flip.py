@@ -1,4 +1,4 @@
-"""Row 6: how long a saved routes file takes to reach the clients.
+"""The flip row: how long a saved routes file takes to reach the clients.
 
 A flip saves an edited copy of the routes file over the live one (write a
 temporary file, then an atomic rename), moving GET /books/{book_id} between
@@ -24,12 +24,15 @@ from pathlib import Path
 import httpx
 
 from bench import tables
-from bench.harness import Context, Row, Server, free_port, log
+from bench.harness import Server, free_port, log
+from bench.rows import Context, gateway
+from bench.table import Row
 
 PATH = tables.MEASURED_PATH
 POLL = 0.005
 GIVE_UP = 15.0
 TARGET_MS = 1000.0
+STREAK = 20  # consecutive responses from the new backend that prove a flip converged
 
 
 @dataclass(slots=True)
@@ -113,11 +116,11 @@ def _worker_writes(server: Server) -> dict[int, int]:
 def _row(case: str, values: list[float], flips: Flips, judged: bool) -> Row:
     ms = [v * 1000 for v in values]
     row = Row(
-        "6",
+        "flip",
         case,
-        f"{len(values)} flips, {flips.errors} failed of {flips.polls:,}",
-        f"{statistics.median(ms):,.0f} ms",
-        f"{p99(ms):,.0f} ms",
+        cost=f"median {statistics.median(ms):,.0f} ms",
+        rate=f"{len(values)} flips, {flips.errors} failed of {flips.polls:,}",
+        p99=f"{p99(ms):,.0f} ms",
     )
     if judged:
         row.target = f"p99 <= {TARGET_MS / 1000:g} s"
@@ -126,8 +129,6 @@ def _row(case: str, values: list[float], flips: Flips, judged: bool) -> Row:
 
 
 def run(ctx: Context) -> None:
-    if "6" not in ctx.opts.sections:
-        return
     for workers in (1, 2):
         directory = ctx.workdir / f"flip-{workers}"
         directory.mkdir()
@@ -135,14 +136,14 @@ def run(ctx: Context) -> None:
         port = free_port()
         server = ctx.procs.start(
             f"gateway-flip-{workers}",
-            ctx.gateway(config, port, "--workers", str(workers)),
+            ctx.on_server(gateway(config, port, "--workers", str(workers))),
             port=port,
             ready_path=PATH,
         )
         time.sleep(1.0 if workers > 1 else 0.2)  # let every worker finish starting
-        log(f"row 6: {ctx.opts.flips} flips with {workers} worker(s)")
+        log(f"flip: {ctx.opts.flips} flips with {workers} worker(s)")
         before = _worker_writes(server)
-        flips = measure(server, config, ctx.opts.flips, ctx.opts.streak)
+        flips = measure(server, config, ctx.opts.flips, STREAK)
         after = _worker_writes(server)
         ctx.procs.stop(server)
         label = f"{workers} worker{'s' if workers > 1 else ''}"
@@ -152,7 +153,7 @@ def run(ctx: Context) -> None:
             ctx.rows.append(_row(f"flip, {label}: first new response", flips.first, flips, False))
             ctx.rows.append(
                 _row(
-                    f"flip, {label}: {ctx.opts.streak} new responses in a row",
+                    f"flip, {label}: {STREAK} new responses in a row",
                     flips.converged,
                     flips,
                     True,
@@ -162,6 +163,6 @@ def run(ctx: Context) -> None:
             log(f"  bytes written per worker during the flips: {shares}")
             if len(shares) < workers or min(shares) < 0.1 * max(shares):
                 ctx.notes.append(
-                    "row 6: the polls did not reach every worker; the 2-worker figure "
+                    "flip: the polls did not reach every worker; the 2-worker figure "
                     "may not prove both converged"
                 )

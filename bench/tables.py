@@ -1,7 +1,8 @@
 """Route files for the benchmark's gateways, written next to the run's other files.
 
-`demo()` mirrors the demo's routes.yaml (both apps mounted, the books API on
-one side, everything else on the legacy app). `generated()` builds a large,
+`seed_database()` makes the database the servers share. `demo()` mirrors the
+demo's routes.yaml (both apps mounted, the books API on one side, everything
+else on the legacy app). `generated()` builds a large,
 realistic table: many services and resources, with literal and `{param}`
 segments and a few `{rest:path}` catch-alls, and the measured route declared
 last, where a router that tries routes in turn pays the most.
@@ -9,6 +10,8 @@ last, where a router that tries routes in turn pays the most.
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from pathlib import Path
 
 BACKENDS = """\
@@ -114,4 +117,31 @@ def remote(upstream: str) -> str:
 def write(directory: Path, name: str, text: str) -> Path:
     path = directory / name
     path.write_text(text)
+    return path
+
+
+def seed_database(path: Path) -> Path:
+    """A fresh bookstore with a few books, through the apps' own schema."""
+    os.environ["BOOKSTORE_DB"] = str(path)
+    from legacy_flask import db
+
+    books = [
+        ("Dune", "Frank Herbert", 1965),
+        ("Neuromancer", "William Gibson", 1984),
+        ("The Left Hand of Darkness", "Ursula K. Le Guin", 1969),
+        ("Snow Crash", "Neal Stephenson", 1992),
+        ("Kindred", "Octavia E. Butler", 1979),
+    ]
+    conn = db.connect()
+    try:
+        conn.executemany("INSERT INTO books (title, author, year) VALUES (?, ?, ?)", books)
+    finally:
+        conn.close()
+    check = sqlite3.connect(path)
+    try:
+        (count,) = check.execute("SELECT count(*) FROM books").fetchone()
+    finally:
+        check.close()
+    if count != len(books):
+        raise RuntimeError(f"seeding the database failed: {count} books")
     return path
