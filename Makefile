@@ -28,7 +28,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy --strict gateway
+	$(BIN)/mypy --strict gateway bench
 
 # prometheus and promtool, for the tests of deploy/ (Debian's package when missing)
 tools:

@@ -16,7 +16,7 @@ import http.client
 import subprocess
 from pathlib import Path
 
-from bench.harness import HOST, Processes, ServerFailed, log
+from bench.harness import HOST, Cores, Processes, ServerFailed, log
 
 
 def callgrind(workdir: Path, name: str, argv: list[str]) -> list[str]:
@@ -35,7 +35,7 @@ def _control(pid: int, *args: str) -> None:
     done = subprocess.run(
         ["callgrind_control", *args, str(pid)], capture_output=True, text=True, check=False
     )
-    if done.returncode != 0:
+    if done.returncode != 0 or "Error" in done.stdout:  # it exits 0 on some errors
         raise ServerFailed(f"callgrind_control {' '.join(args)} failed: {done.stdout}{done.stderr}")
 
 
@@ -48,6 +48,7 @@ def _total(dump: Path) -> int:
 
 def per_request(
     procs: Processes,
+    cores: Cores,
     workdir: Path,
     name: str,
     argv: list[str],
@@ -57,11 +58,11 @@ def per_request(
     warmup: int,
     requests: int,
 ) -> float:
-    """Start `argv` (which listens on `port`) under callgrind and return the
-    instructions one request for `path` costs it."""
-    server = procs.start(
-        name, callgrind(workdir, name, argv), port=port, ready_path=path, timeout=900
-    )
+    """Start `argv` (which listens on `port`) under callgrind on the server core and
+    return the instructions one request for `path` costs it."""
+    # taskset outside valgrind: valgrind does not follow an exec unless told to
+    command = cores.pin(cores.server, callgrind(workdir, name, argv))
+    server = procs.start(name, command, port=port, ready_path=path, timeout=900)
     try:
         conn = http.client.HTTPConnection(HOST, port, timeout=120)
 

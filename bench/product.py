@@ -11,8 +11,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from gateway.app import REFREEZE_DELAY
+from gateway.app import REFREEZE_DELAY, create_app
 from gateway.matching import Router, parse_template
+from gateway.settings import Settings
 
 
 def serve_command() -> list[str]:
@@ -22,4 +23,4 @@ def serve_command() -> list[str]:
     return [found, "serve"] if found else [sys.executable, "-m", "gateway.cli", "serve"]
 
 
-__all__ = ["REFREEZE_DELAY", "Router", "parse_template", "serve_command"]
+__all__ = ["REFREEZE_DELAY", "Router", "Settings", "create_app", "parse_template", "serve_command"]

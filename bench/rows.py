@@ -206,11 +206,11 @@ def instr(ctx: Context) -> None:
     cost: dict[str, float] = {}
     for name in dict.fromkeys(n for pair in pairs for n in pair[:2]):
         port = free_port()
-        argv = ctx.on_server(servers[name](port))
-        warmup = 10 if ctx.opts.quick else 20
+        argv = servers[name](port)
+        label = name.replace(" ", "_").replace(">", "")
         cost[name] = instructions.per_request(
-            ctx.procs, ctx.workdir, name.replace(" ", "_").replace(">", ""), argv, port, BOOK,
-            warmup=warmup, requests=ctx.opts.requests,
+            ctx.procs, ctx.cores, ctx.workdir, label, argv, port, BOOK,
+            warmup=10 if ctx.opts.quick else 20, requests=ctx.opts.requests,
         )  # fmt: skip
     for measured, reference, target in pairs:
         ratio = cost[measured] / cost[reference]
