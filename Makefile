@@ -46,8 +46,9 @@ unit: install tools browser
 
 test: lint typecheck unit
 
-# Gateway against the app alone, gunicorn and nginx, side by side: one table of ratios.
-# BENCH_QUICK=1 for a 2-minute smoke run; docs/benchmarks.md explains the table.
+# Gateway against the app alone, gunicorn and nginx, side by side: one table of ratios
+# (instructions under callgrind, CPU per request, throughput). BENCH_QUICK=1 for a smoke
+# run; docs/benchmarks.md explains the table and how far each measure can be trusted.
 bench: install
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	$(BIN)/python -m bench

@@ -6,8 +6,9 @@ starts at a few times its native cost and counts nothing. Once it answers,
 switched on (`callgrind_control -i on`), the counters zeroed, `requests` more
 are sent one after the other, and the counters dumped (`-d`). The dump's total
 divided by `requests` is what one request cost the server process: every
-thread (the WSGI pool too), the event loop's idle turns included. Two runs of
-the same build agree to about 0.1%, whatever else the machine is doing.
+thread (the WSGI pool too), the event loop's idle turns included. With the
+string hash seed fixed, a run reproduces its counts whatever else the machine
+is doing.
 """
 
 from __future__ import annotations
@@ -60,8 +61,10 @@ def per_request(
 ) -> float:
     """Start `argv` (which listens on `port`) under callgrind on the server core and
     return the instructions one request for `path` costs it."""
-    # taskset outside valgrind: valgrind does not follow an exec unless told to
-    command = cores.pin(cores.server, callgrind(workdir, name, argv))
+    # taskset and env outside valgrind: valgrind does not follow an exec unless told to.
+    # A fixed string hash seed: with random ones, two processes of one build differ by
+    # up to 0.4% (dict probes), which a run then reproduces exactly.
+    command = cores.pin(cores.server, ["env", "PYTHONHASHSEED=0", *callgrind(workdir, name, argv)])
     server = procs.start(name, command, port=port, ready_path=path, timeout=900)
     try:
         conn = http.client.HTTPConnection(HOST, port, timeout=120)

@@ -313,6 +313,7 @@ def routes(ctx: Context) -> None:
     config = ctx.config("routes-reloaded.yaml", small)
     port = free_port()
     reloaded = _reload_to(config, large)
+    # Every fresh process must start on the small table: the last one left the large one.
     argv = [
         "sh",
         "-c",
