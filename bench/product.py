@@ -11,7 +11,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from gateway.app import REFREEZE_DELAY, create_app
+from gateway.app import create_app
+from gateway.heap import REFREEZE_DELAY
 from gateway.matching import Router, parse_template
 from gateway.settings import Settings
 
