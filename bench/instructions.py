@@ -6,9 +6,10 @@ starts at a few times its native cost and counts nothing. Once it answers,
 switched on (`callgrind_control -i on`), the counters zeroed, `requests` more
 are sent one after the other, and the counters dumped (`-d`). The dump's total
 divided by `requests` is what one request cost the server process: every
-thread (the WSGI pool too), the event loop's idle turns included. With the
-string hash seed fixed, a run reproduces its counts whatever else the machine
-is doing.
+thread (the WSGI pool too), the event loop's idle turns included. Other
+processes do not enter the count; with the string hash seed fixed, two runs
+of one build still differ by up to 0.3% (idle turns and pool wake-ups follow
+the timing).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def per_request(
     return the instructions one request for `path` costs it."""
     # taskset and env outside valgrind: valgrind does not follow an exec unless told to.
     # A fixed string hash seed: with random ones, two processes of one build differ by
-    # up to 0.4% (dict probes), which a run then reproduces exactly.
+    # up to 0.4% more (dict probes).
     command = cores.pin(cores.server, ["env", "PYTHONHASHSEED=0", *callgrind(workdir, name, argv)])
     server = procs.start(name, command, port=port, ready_path=path, timeout=900)
     try:
