@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import os
 import shutil
 import signal
@@ -29,10 +30,28 @@ from gateway.routefile.model import ConfigError
 from gateway.settings import LogFormat, Settings
 
 
+class QueryRedacted(logging.Filter):
+    """Drops the query string from uvicorn's access lines: a query carries secrets
+    (tokens, signed URLs, e-mail addresses), and no log line may hold a request's.
+
+    uvicorn's access record has the arguments (client, method, path?query, version,
+    status); the path stays, the query becomes `?...`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            path, mark, _ = args[2].partition("?")
+            if mark:
+                record.args = (args[0], args[1], path + "?...", *args[3:])
+        return True
+
+
 def log_config(level: str, log_format: LogFormat) -> dict[str, Any]:
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["query_redacted"] = {"()": QueryRedacted}
+    config["handlers"]["access"]["filters"] = ["query_redacted"]
     # The gateway's own events carry a timestamp: operators correlate them with
     # flips, deploys and dashboard annotations.
     config["formatters"]["gateway"] = {

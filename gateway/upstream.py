@@ -130,9 +130,9 @@ class HTTPBackend:
             reason = f"upstream timed out ({type(exc).__name__})"
             raise BackendTimeout(reason) from None
         except aiohttp.ClientConnectorError as exc:
-            raise BackendUnreachable(f"cannot connect to upstream: {exc}") from None
+            raise BackendUnreachable(f"cannot connect to upstream: {safe_reason(exc)}") from None
         except aiohttp.ClientError as exc:
-            raise BadResponse(f"upstream failed: {exc!r}") from None
+            raise BadResponse(f"upstream failed: {safe_reason(exc)}") from None
         try:
             response_headers = _strip_hop_by_hop(
                 [(name.lower(), value) for name, value in response.raw_headers]
@@ -159,9 +159,27 @@ class HTTPBackend:
         except (aiohttp.ClientError, TimeoutError) as exc:
             # Headers are gone already; returning without the final message makes
             # the server drop the connection, so the client sees the truncation.
-            log.warning("backend=%s upstream body failed mid-stream: %r", self.spec.name, exc)
-            raise BrokenStream(str(exc)) from None
+            reason = safe_reason(exc)
+            log.warning("backend=%s upstream body failed mid-stream: %s", self.spec.name, reason)
+            raise BrokenStream(reason) from None
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def safe_reason(exc: BaseException) -> str:
+    """What went wrong with an upstream, fit for a log line: the exception's kind and a
+    short reason, never the request it failed on.
+
+    aiohttp's exceptions carry the request (`request_info`: URL with its query string,
+    and every header the client sent, `Authorization` and `Cookie` included), and
+    their `repr` and `str` print it; only their own message is safe to show."""
+    if isinstance(exc, aiohttp.ClientResponseError):
+        text = f"{exc.status}, {exc.message}" if exc.status else str(exc.message)
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        text = f"{exc.host}:{exc.port}: {exc.os_error.strerror or type(exc.os_error).__name__}"
+    else:
+        text = str(exc)
+    first_line = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(exc).__name__}: {first_line[:160]}" if first_line else type(exc).__name__
 
 
 class _ClientGone(Exception):

@@ -253,7 +253,9 @@ def test_json_log_format(demo_routes: Path, tmp_path: Path) -> None:
     assert "routes=5 backends=legacy,new default=legacy" in loaded[0]["message"]
     (access,) = [e for e in entries if e.get("request_line", "").startswith("GET /books")]
     assert access["logger"] == "uvicorn.access"
-    assert access["request_line"] == "GET /books?secret=1 HTTP/1.1"
+    # The query may hold secrets: the access line keeps the path only (test_security.py).
+    assert access["request_line"] == "GET /books?... HTTP/1.1"
+    assert "secret=1" not in log_path.read_text()
     assert access["status_code"] == 200
     assert access["client_addr"].startswith("127.0.0.1:")
     messages = [e.get("message", "") for e in entries]
