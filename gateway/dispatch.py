@@ -25,8 +25,8 @@ import traceback
 from collections.abc import Callable
 
 from gateway.bodies import BodyRecorder, Captured, ClientWatch
-from gateway.errors import BackendError, BackendFailure, BackendTimeout
-from gateway.http import REQUEST_ID, has_body, send_json, with_request_id
+from gateway.errors import BackendError, BackendFailure, BackendTimeout, BadResponse
+from gateway.http import REQUEST_ID, has_body, send_json, start_problem, with_request_id
 from gateway.routefile.model import IDEMPOTENT_METHODS
 from gateway.table import Plan, Route, Target
 from gateway.types import Message, Receive, Scope, Send
@@ -113,6 +113,13 @@ class _Exchange:
         kind = message["type"]
         if self.capture is not None:
             self.capture.add(message)
+        if kind == "http.response.start":
+            if self.status:
+                raise BadResponse("the backend started its response twice")
+            if (problem := start_problem(message)) is not None:
+                raise BadResponse(f"the backend's response start has {problem}")
+        elif kind == "http.response.body" and not self.status:
+            raise BadResponse("the backend sent a body before its response start")
         if kind == "http.response.start" or kind == "websocket.accept":
             if self.deadline is not None:
                 self.deadline.reschedule(None)  # started in time: no limit on the rest
@@ -208,8 +215,12 @@ async def _attempt(
             raise BackendError("the backend returned without a response")
     except BackendFailure as exc:
         exchange.failure = exc
-    except asyncio.CancelledError:
-        raise
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # this request is being cancelled (server shutdown): let it end
+        # The app cancelled something of its own and let the error escape: its failure.
+        exchange.failure = BackendError(_describe(exc))
     except Exception as exc:
         if exchange.deadline is not None and exchange.deadline.expired():
             exchange.failure = BackendTimeout(f"no response within {target.timeout:g}s")

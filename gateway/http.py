@@ -37,6 +37,31 @@ def with_request_id(scope: Scope) -> tuple[str, Scope]:
     return request_id, scope
 
 
+# RFC 9110 5.1 (a token) and 5.5 (no CR, LF or NUL in a field value).
+_HEADER_NAME = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_BAD_VALUE = re.compile(rb"[\r\n\x00]")
+
+
+def start_problem(message: Message) -> str | None:
+    """What makes an `http.response.start` unfit to send to a client, or None.
+
+    An app or an upstream can send anything; the HTTP server would then fail
+    mid-write (a status it has no line for) or send a broken or split response
+    (a header with a CR or LF)."""
+    status = message.get("status")
+    if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
+        return f"invalid status {status!r}"
+    for header in message.get("headers", ()):
+        if not (isinstance(header, tuple | list) and len(header) == 2):
+            return "a header that is not a (name, value) pair"
+        name, value = header
+        if not isinstance(name, bytes) or not isinstance(value, bytes):
+            return f"a header that is not bytes ({type(name).__name__}, {type(value).__name__})"
+        if not _HEADER_NAME.match(name) or _BAD_VALUE.search(value):
+            return "a header with characters HTTP does not allow (CR, LF, NUL, or in its name)"
+    return None
+
+
 def has_body(scope: Scope) -> bool:
     for name, value in scope["headers"]:
         if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):

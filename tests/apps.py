@@ -167,3 +167,34 @@ async def failing_startup(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
         await receive()
         await send({"type": "lifespan.startup.failed", "message": "database unreachable"})
+
+
+# --- apps that break the protocols (tests/test_faults.py) ---------------------------
+
+
+async def body_before_start(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.body", "body": b"no start", "more_body": False})
+
+
+async def str_headers(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [("x-a", "b")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def crlf_header(scope: Scope, receive: Receive, send: Send) -> None:
+    headers = [(b"x-a", b"b\r\nSet-Cookie: injected=1")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def status_zero(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 0, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def cancelled(scope: Scope, receive: Receive, send: Send) -> None:
+    raise asyncio.CancelledError()
+
+
+def wsgi_never_starts(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    return [b"a body without start_response"]
