@@ -4,15 +4,20 @@ that exits on import is a rejected file, never a dead process."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import Gateway
+from gateway.routefile.loading import parse_config
+from gateway.routefile.model import ConfigError
 from gateway.settings import Settings
-from tests.harness import ThreadServer, write_routes
+from tests.harness import GatewayProcess, ThreadServer, write_routes
 from tests.raw_upstream import RawUpstream
 
 BROKEN = {
@@ -65,3 +70,62 @@ def test_metrics_never_record_an_invalid_code(broken_gateway: ThreadServer) -> N
     }
     assert codes, text
     assert all(100 <= int(code) <= 599 for code in codes), codes
+
+
+# --- a backend module that exits on import -------------------------------------------
+
+EXITING = [
+    "tests.bad_imports.exits",
+    "tests.bad_imports.parses_argv",
+    "tests.bad_imports.interrupts",
+]
+
+
+def table(module: str) -> str:
+    return f"""\
+version: 1
+backends:
+  legacy: {{wsgi: "tests.apps:wsgi"}}
+  bad: {{asgi: "{module}:app"}}
+default: legacy
+"""
+
+
+@pytest.mark.parametrize("module", EXITING)
+def test_check_rejects_a_module_that_exits_on_import(module: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(table(module), "routes.yaml")
+    [problem] = info.value.problems
+    assert (problem.where.line, problem.where.column) == (4, 15)
+    assert "must not exit" in problem.message
+
+
+@pytest.mark.parametrize("module", EXITING)
+def test_gateway_check_reports_it_and_exits_1(tmp_path: Path, module: str) -> None:
+    path = write_routes(tmp_path, table(module))
+    check = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "check", str(path)], capture_output=True, text=True
+    )
+    assert check.returncode == 1
+    assert "routes.yaml:4:15:" in check.stderr and "must not exit" in check.stderr
+
+
+def test_a_live_reload_to_such_a_file_is_rejected_and_the_gateway_serves_on(
+    tmp_path: Path,
+) -> None:
+    good = 'version: 1\nbackends:\n  legacy: {wsgi: "tests.apps:wsgi"}\ndefault: legacy\n'
+    path = write_routes(tmp_path, good)
+    with GatewayProcess(path) as gateway:
+        for module in EXITING:
+            path.write_text(table(module))
+            r = httpx.post(gateway.url + "/-/reload", timeout=10)
+            assert r.status_code == 422
+            assert "must not exit" in r.json()["problems"][0]
+            assert httpx.get(gateway.url + "/x", timeout=5).status_code == 200
+        assert gateway.proc is not None and gateway.proc.poll() is None
+
+
+def test_serve_refuses_to_start_on_such_a_file(tmp_path: Path) -> None:
+    path = write_routes(tmp_path, table(EXITING[0]))
+    with pytest.raises(RuntimeError, match="must not exit"), GatewayProcess(path):
+        pass

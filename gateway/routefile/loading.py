@@ -98,7 +98,15 @@ def check_import(target: str) -> str | None:
             f"cannot import {target!r}: module {exc.name!r} not found; "
             "check the module path and that the package is installed"
         )
-    except BaseException as exc:  # SystemExit too: importing a user's app never stops us
+    except (SystemExit, KeyboardInterrupt) as exc:
+        # A module that exits (sys.exit, argparse reading the gateway's own command
+        # line) or raises KeyboardInterrupt at import must not stop the gateway.
+        return (
+            f"cannot import {target!r}: importing {module_name!r} raised "
+            f"{type(exc).__name__}({exc}); a backend module must not exit or parse the "
+            "command line when imported"
+        )
+    except BaseException as exc:  # whatever else a user's module raises: never stops us
         return f"cannot import {target!r}: importing {module_name!r} raised {exc!r}"
     obj: Any = module
     for attr in attr_path.split("."):

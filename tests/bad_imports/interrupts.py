@@ -1,0 +1,3 @@
+"""A backend module that raises KeyboardInterrupt when imported."""
+
+raise KeyboardInterrupt
