@@ -1,9 +1,9 @@
 """The gateway ASGI application: the front door and the lifespan.
 
 `Gateway.__call__` is the request path. It reads the live `RouteTable` snapshot
-once, matches, and hands over to `dispatch.serve`. Paths under the admin
-prefix and the metrics path are the gateway's own and never reach a backend,
-however the client encodes them.
+once, matches the canonical path (`gateway.paths`), and hands over to
+`dispatch.serve`. Paths under the admin prefix and the metrics path are the
+gateway's own and never reach a backend, however the client spells them.
 
 The lifespan owns everything long-lived: the WSGI thread pool, the shared
 HTTP client, the running backends, the control plane's watch of its source.
@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import posixpath
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
@@ -27,6 +26,7 @@ from gateway.drain import Drain
 from gateway.heap import HeapFreezer
 from gateway.http import own_answer, send_json
 from gateway.metrics import Metrics
+from gateway.paths import canonical
 from gateway.routefile.model import ConfigError
 from gateway.settings import Settings
 from gateway.shadow import ShadowRunner
@@ -46,15 +46,15 @@ class Gateway:
             self.metrics,
             settings.route_headers,
             settings.state_dir,
+            settings.reserved,
         )
         if self.metrics is not None:
             self.metrics.set_weights_source(self._weights)
         self.draining = False
         self._drain = Drain(settings.shutdown_delay, settings.graceful_timeout, self.start_draining)
         self.admin = Admin(self.control, settings.admin_token, lambda: self.draining)
-        self._prefix = settings.admin_prefix
-        self._prefix_bare = self._prefix.rstrip("/")
-        self._metrics_path = settings.metrics_path if self.metrics else None
+        self._reserved = settings.reserved
+        self._prefix_bare = settings.admin_prefix.rstrip("/")
         self._pool: BackendPool | None = None
         self.shadows: ShadowRunner | None = None
         self._heap = HeapFreezer(self.control.lock)
@@ -74,23 +74,20 @@ class Gateway:
             return
         if self.draining and kind == "http":
             send = _closing(send)
-        path: str = scope["path"]
-        if "//" in path or "/." in path or "\\" in path:
-            # Encoded or dotted spellings must not smuggle a request past the
-            # reserved-path check below, nor hide it from the admin API.
-            path = posixpath.normpath(path.replace("\\", "/"))
-            if path.startswith("//"):
-                path = "/" + path.lstrip("/")
-        if path.startswith(self._prefix) or path == self._prefix_bare:
-            await self.admin(
-                scope, receive, own_answer(scope, send), path[len(self._prefix_bare) :]
-            )
-            return
-        if path == self._metrics_path and kind == "http":
-            await self._serve_metrics(send)
+        as_sent: str = scope["path"]
+        path = canonical(as_sent)
+        if self._reserved.holds(path, as_sent):
+            if self._reserved.is_admin(path):
+                sub_path = path[len(self._prefix_bare) :]
+                await self.admin(scope, receive, own_answer(scope, send), sub_path)
+            elif path == self._reserved.metrics and kind == "http":
+                await self._serve_metrics(send)
+            else:  # spelled under the prefix, climbing out of it with '..'
+                await self._refuse(scope, send, {"error": "no such admin endpoint"})
             return
         table = self.control.table
-        route = table.match(scope.get("method", "GET"), scope["path"]) if table else None
+        # Matched on the canonical path; the backend gets the path as the client sent it.
+        route = table.match(scope.get("method", "GET"), path) if table else None
         if route is not None:
             try:
                 await serve(route, scope, receive, send)
@@ -106,8 +103,14 @@ class Gateway:
             message = {"error": "no route matches this request and there is no default"}
             await send_json(own_answer(scope, send), 404, message)
 
+    async def _refuse(self, scope: Scope, send: Send, message: dict[str, str]) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+        else:
+            await send_json(own_answer(scope, send), 404, message)
+
     async def _serve_metrics(self, send: Send) -> None:
-        assert self.metrics is not None  # guarded by _metrics_path
+        assert self.metrics is not None  # the metrics path is reserved only with metrics
         # Off the event loop: with 10,000 routes the exposition is ~21 MB and takes
         # ~1.8 s to render here, a stall of every request on this worker per scrape.
         body, content_type = await asyncio.to_thread(self.metrics.render)

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 from gateway.inventory.commands import FlipAll, check_warnings
 from gateway.inventory.commands import add_commands as add_inventory_commands
+from gateway.paths import ReservedPaths
 from gateway.routefile.editing import Edit, EditError, EditResult, flip, set_canary
 from gateway.routefile.loading import load_config
 from gateway.routefile.model import ConfigError, GatewayConfig
@@ -47,9 +48,17 @@ def _report(exc: ConfigError, source: str) -> int:
     return 1
 
 
+def _reserved() -> ReservedPaths | None:
+    """The paths `gateway serve` would keep with this environment's settings."""
+    try:
+        return Settings.load().reserved
+    except ValueError:
+        return None  # reported by `serve`; check against the defaults
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.file)
+        config = load_config(args.file, reserved=_reserved())
     except ConfigError as exc:
         return _report(exc, args.file)
     # The inventory's warnings: endpoints a route misroutes, app routes the gateway hides.
@@ -83,7 +92,7 @@ def routes_table(config: GatewayConfig) -> str:
 
 def cmd_routes(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.file, resolve_imports=False)
+        config = load_config(args.file, resolve_imports=False, reserved=_reserved())
     except ConfigError as exc:
         return _report(exc, args.file)
     if args.json:

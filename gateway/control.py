@@ -37,6 +37,7 @@ from typing import Any
 
 from gateway.backends import BackendPool
 from gateway.metrics import Metrics
+from gateway.paths import ReservedPaths
 from gateway.rollback import RollbackWatch
 from gateway.route_state import RouteState
 from gateway.routefile.editing import Edit, EditError, EditResult, flip, set_canary
@@ -76,8 +77,10 @@ class ControlPlane:
         metrics: Metrics | None = None,
         route_headers: bool = True,
         state_dir: str | None = None,
+        reserved: ReservedPaths | None = None,
     ) -> None:
         self.source = source
+        self.reserved = reserved
         self.metrics = metrics
         self.route_headers = route_headers
         self.state = RouteState(self._tripped, state_dir)
@@ -100,7 +103,9 @@ class ControlPlane:
         self._pool = pool
         self._shadows = shadows
         async with self.lock:
-            config = parse_config(await self.source.read(), self.source.name)
+            config = parse_config(
+                await self.source.read(), self.source.name, reserved=self.reserved
+            )
             await self.apply(config)
             self._applied_sha = config.sha256
             return config
@@ -135,7 +140,7 @@ class ControlPlane:
                 self._failed_key = None
                 self.last_error = None
                 return ReloadResult(changed=False)
-            config = await asyncio.to_thread(_parse_paused_gc, data, source)
+            config = await asyncio.to_thread(_parse_paused_gc, data, source, self.reserved)
         except ConfigError as exc:
             return self._failed(exc.problems, _fingerprint(exc), trigger)
         try:
@@ -279,13 +284,13 @@ def iso_time(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _parse_paused_gc(data: bytes, source: str) -> GatewayConfig:
+def _parse_paused_gc(data: bytes, source: str, reserved: ReservedPaths | None) -> GatewayConfig:
     """`parse_config` without cyclic collections meanwhile (the parse makes no cycles
     to collect; the loop's few are collected once the parse is done)."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return parse_config(data, source)
+        return parse_config(data, source, reserved=reserved)
     finally:
         if was_enabled:
             gc.enable()

@@ -26,7 +26,13 @@ import re
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
+from gateway.paths import canonical
+
 T = TypeVar("T")
+
+# Matching walks the trie recursively, one level per segment: deep enough for any
+# real API, far from the interpreter's recursion limit.
+MAX_SEGMENTS = 100
 
 SegmentKind = Literal["literal", "param", "path"]
 _PARAM_RE = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)(?::([a-z]+))?\}$")
@@ -61,7 +67,18 @@ def parse_template(text: str) -> Template:
         raise TemplateError(f"path {text!r} must start with '/'")
     if "?" in text or "#" in text:
         raise TemplateError(f"path {text!r} must not contain a query string or fragment")
+    normal = canonical(text)
+    if normal != text:
+        # Requests are matched on their canonical path: this spelling could never match.
+        raise TemplateError(
+            f"path {text!r} has empty, '.' or '..' segments or a backslash; write {normal!r}"
+        )
     parts = text[1:].split("/")
+    if len(parts) > MAX_SEGMENTS:
+        raise TemplateError(
+            f"path {text[:40]!r}... has {len(parts)} segments; a route path has at most "
+            f"{MAX_SEGMENTS}"
+        )
     segments: list[Segment] = []
     names: set[str] = set()
     for index, part in enumerate(parts):

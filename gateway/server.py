@@ -77,7 +77,7 @@ def log_config(level: str, log_format: LogFormat) -> dict[str, Any]:
 
 def serve(settings: Settings) -> int:
     try:
-        load_config(settings.config)
+        load_config(settings.config, reserved=settings.reserved)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, Literal
 
+from gateway.paths import ReservedPaths
+
 ENV_PREFIX = "GATEWAY_"
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 LogFormat = Literal["text", "json"]
@@ -107,6 +109,11 @@ class Settings:
             if not 0 <= getattr(self, name) <= 3600:  # also refuses nan and inf
                 raise ValueError(f"{name.replace('_', ' ')} must be between 0 and 3600 seconds")
 
+    @property
+    def reserved(self) -> ReservedPaths:
+        """The paths the gateway answers itself, which no route may claim."""
+        return ReservedPaths(self.admin_prefix, self.metrics_path if self.metrics else None)
+
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **given: Any) -> Settings:
         """Defaults, then `GATEWAY_*` variables, then `given` (the command line).
@@ -171,15 +178,22 @@ _TYPES = typing.get_type_hints(Settings)  # the annotations, as types (not strin
 _EXPECTED = {bool: "a boolean (1/0, true/false)", int: "an integer", float: "a number"}
 
 
+def _optional(f: Field[Any]) -> bool:
+    tp = _TYPES[f.name]
+    return typing.get_origin(tp) is types.UnionType and type(None) in typing.get_args(tp)
+
+
 def _type(f: Field[Any]) -> Any:
-    return _TYPES[f.name]
+    """The field's type, without the `| None` of an optional one."""
+    tp = _TYPES[f.name]
+    if _optional(f):
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    return tp
 
 
 def _reader(f: Field[Any]) -> Callable[[str, str], Any]:
     tp = _type(f)
-    optional = typing.get_origin(tp) is types.UnionType and type(None) in typing.get_args(tp)
-    if optional:
-        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    optional = _optional(f)
 
     def read(raw: str, name: str) -> Any:
         if optional and not raw:

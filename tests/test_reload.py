@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -200,11 +201,11 @@ def test_requests_are_served_while_a_new_file_is_parsed(
     release = threading.Event()
     collector_during_parse: list[bool] = []
 
-    def slow_parse(data: bytes, source: str) -> GatewayConfig:
+    def slow_parse(data: bytes, source: str, **options: Any) -> GatewayConfig:
         collector_during_parse.append(gc.isenabled())
         parsing.set()
         assert release.wait(10)
-        return parse_config(data, source)
+        return parse_config(data, source, **options)
 
     path = write_routes(tmp_path, table("new"))
     with ThreadServer(Gateway(Settings(config=str(path), watch_interval=5))) as server:

@@ -3,7 +3,13 @@ request goes, reserved paths, and who may read and change the admin API."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import socket
+import subprocess
+import sys
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,8 +17,11 @@ import httpx
 import pytest
 
 from gateway.app import Gateway
+from gateway.paths import canonical
+from gateway.routefile.loading import parse_config
+from gateway.routefile.model import ConfigError
 from gateway.settings import Settings
-from tests.harness import GatewayProcess, ThreadServer, free_port, write_routes
+from tests.harness import GatewayProcess, ThreadServer, free_port, gateway_client, write_routes
 from tests.raw_upstream import RawUpstream
 
 SECRETS = {
@@ -60,6 +69,7 @@ FAILURES = [
     ("/hang", 504, "timeout"),
     ("/garbage", 502, "protocol"),
     ("/crlf-header", 502, "protocol"),
+    ("/status-999", 502, "protocol"),
     ("/close", 502, "protocol"),
 ]
 
@@ -116,3 +126,154 @@ default: legacy
         log = gateway.log()
     assert "/some/page?..." in log
     assert "s3cr3t" not in log
+
+
+# --- one normalised path decides ---------------------------------------------------
+
+ROUTES_SPLIT = """\
+version: 1
+backends:
+  legacy: {wsgi: "tests.apps:wsgi"}
+  new: {asgi: "tests.apps:asgi"}
+default: legacy
+routes:
+  - {id: books, path: /books, backend: new}
+  - {id: book, path: "/books/{id}", backend: new}
+"""
+
+
+def raw_get(port: int, target: str, headers: str = "") -> tuple[int, dict[str, str], bytes]:
+    """One request with the target exactly as written (HTTP clients normalise theirs)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(
+            f"GET {target} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n".encode()
+        )
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    fields = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in fields.items()}, body
+
+
+@pytest.fixture(scope="module")
+def split_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadServer]:
+    path = write_routes(tmp_path_factory.mktemp("split"), ROUTES_SPLIT)
+    with ThreadServer(Gateway(Settings(config=str(path)))) as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    ("target", "route"),
+    [
+        ("/books", "books"),
+        ("//books", "books"),
+        ("/./books", "books"),
+        ("/x/../books", "books"),
+        ("/%2Fbooks", "books"),
+        ("/%2e/books", "books"),
+        ("/books/%2E%2E/books", "books"),
+        ("/books//7", "book"),
+        ("/books/./7", "book"),
+        ("/books%2F7", "book"),
+        ("/../../books/7", "book"),
+        ("/books/", "_default"),  # a different path: legacy's, as the route file says
+    ],
+)
+def test_every_spelling_lands_where_its_canonical_form_does(
+    split_gateway: ThreadServer, target: str, route: str
+) -> None:
+    _, headers, body = raw_get(split_gateway.port, target)
+    assert headers["x-gateway-route"] == route
+    if route != "_default":
+        assert headers["x-gateway-backend"] == "new"
+        # The backend sees the path as the client sent it (decoded, as servers do).
+        assert json.loads(body)["path"] == urllib.parse.unquote(target)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/-/routes/..%2F..%2Fbooks",
+        "/-/routes/../../books",
+        "/-/x/%2e%2e/%2e%2e/books",
+        "/-%5C..%5Cbooks",
+    ],
+)
+def test_a_path_spelled_under_the_admin_prefix_never_reaches_a_backend(
+    split_gateway: ThreadServer, target: str
+) -> None:
+    status, headers, body = raw_get(split_gateway.port, target)
+    assert status == 404
+    assert "x-gateway-backend" not in headers
+    assert json.loads(body) == {"error": "no such admin endpoint"}
+
+
+@pytest.mark.parametrize("target", ["//metrics", "/./metrics", "/x/../metrics", "/%6Detrics"])
+def test_every_spelling_of_the_metrics_path_is_the_metrics(
+    split_gateway: ThreadServer, target: str
+) -> None:
+    status, headers, body = raw_get(split_gateway.port, target)
+    assert status == 200
+    assert "x-gateway-backend" not in headers
+    assert b"gateway_requests_total" in body
+
+
+def test_canonical_keeps_the_trailing_slash_and_never_climbs_above_the_root() -> None:
+    assert canonical("/books/") == "/books/"
+    assert canonical("//books//") == "/books/"
+    assert canonical("/books/.") == "/books/"
+    assert canonical("/books/..") == "/"
+    assert canonical("/../..") == "/"
+    assert canonical("/a\\b") == "/a/b"
+    assert canonical("/.well-known/x") == "/.well-known/x"
+
+
+# --- reserved paths in the route file ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/-/routes", "admin prefix"),
+        ("/-/{rest:path}", "admin prefix"),
+        ("/-", "admin prefix"),
+        ("/metrics", "metrics path"),
+    ],
+)
+def test_a_route_on_a_reserved_path_is_refused(path: str, reason: str) -> None:
+    text = ROUTES_SPLIT + f'  - {{id: bad, path: "{path}", backend: new}}\n'
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "routes.yaml", resolve_imports=False)
+    [problem] = info.value.problems
+    assert (problem.where.line, problem.where.column) == (9, 21)
+    assert reason in problem.message and "could never be served" in problem.message
+
+
+def test_reserved_paths_follow_the_settings(tmp_path: Path) -> None:
+    text = ROUTES_SPLIT + "  - {id: own, path: /stats, backend: new}\n"
+    parse_config(text, resolve_imports=False)  # /stats is a path like any other...
+    reserved = Settings(metrics_path="/stats").reserved
+    with pytest.raises(ConfigError, match="metrics path"):  # ...unless metrics live there
+        parse_config(text, resolve_imports=False, reserved=reserved)
+    path = write_routes(tmp_path, text)
+    check = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "check", str(path)],
+        env={**os.environ, "GATEWAY_METRICS_PATH": "/stats"},
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 1
+    assert "routes.yaml:9:" in check.stderr and "metrics path" in check.stderr
+
+
+def test_a_live_reload_to_a_reserved_path_is_refused(tmp_path: Path) -> None:
+    path = write_routes(tmp_path, ROUTES_SPLIT)
+    with gateway_client(path) as client:
+        path.write_text(ROUTES_SPLIT + "  - {id: bad, path: /-/books, backend: new}\n")
+        r = client.post("/-/reload")
+        assert r.status_code == 422
+        assert "admin prefix" in r.json()["problems"][0]
+        assert client.get("/-/routes").json()["sha256"] != ""
+        assert [x["id"] for x in client.get("/-/routes").json()["routes"]] == ["books", "book"]

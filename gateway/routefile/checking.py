@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from gateway.matching import TemplateError, parse_template
+from gateway.paths import ReservedPaths
 from gateway.routefile.model import (
     BACKEND_KINDS,
     DEFAULT_ROUTE_ID,
@@ -46,6 +47,10 @@ class _Partial:
 
 class Checker(NodeReader):
     """Walks a route file's node tree into config objects, collecting every problem."""
+
+    def __init__(self, source: str, reserved: ReservedPaths | None = None) -> None:
+        super().__init__(source)
+        self.reserved = reserved or ReservedPaths()
 
     def config(self, root: yaml.Node | None) -> _Partial | None:
         if root is None:
@@ -218,6 +223,10 @@ class Checker(NodeReader):
             except TemplateError as exc:
                 self.problem(entries["path"][1], f"{what}: {exc}")
                 path = None
+            else:
+                if (reserved := self.reserved.template_problem(path)) is not None:
+                    self.problem(entries["path"][1], f"{what}: {reserved}")
+                    path = None
         backend = self.required(entries, "backend", node, what, "name one of the declared backends")
         known = backend is not None and (not backends or backend in backends)
         if backend is not None and not known:

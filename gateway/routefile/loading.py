@@ -16,25 +16,33 @@ from typing import Any
 
 import yaml
 
+from gateway.paths import ReservedPaths
 from gateway.routefile.checking import Checker
 from gateway.routefile.model import ConfigError, GatewayConfig, Position, Problem
 
 _TOO_DEEP = "the file is nested too deeply to be a route table"
 
 
-def load_config(path: str | Path, *, resolve_imports: bool = True) -> GatewayConfig:
+def load_config(
+    path: str | Path, *, resolve_imports: bool = True, reserved: ReservedPaths | None = None
+) -> GatewayConfig:
     """Read, parse and validate a config file; raise `ConfigError` listing every problem."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError.unreadable(str(path), exc) from None
-    return parse_config(data, str(path), resolve_imports=resolve_imports)
+    return parse_config(data, str(path), resolve_imports=resolve_imports, reserved=reserved)
 
 
 def parse_config(
-    data: bytes | str, source: str = "<string>", *, resolve_imports: bool = True
+    data: bytes | str,
+    source: str = "<string>",
+    *,
+    resolve_imports: bool = True,
+    reserved: ReservedPaths | None = None,
 ) -> GatewayConfig:
-    """Validate config text. `source` names the file in problem reports."""
+    """Validate config text. `source` names the file in problem reports; `reserved`
+    are the paths the gateway keeps (by default those of the default settings)."""
     raw = data.encode() if isinstance(data, str) else data
     digest = hashlib.sha256(raw).hexdigest()
     try:
@@ -56,7 +64,7 @@ def parse_config(
         raise ConfigError([Problem(Position(source, 1, 1), f"invalid YAML: {exc}")]) from None
     except RecursionError:
         raise ConfigError([Problem(Position(source, 1, 1), _TOO_DEEP)]) from None
-    checker = Checker(source)
+    checker = Checker(source, reserved)
     try:
         config = checker.config(root)
     except RecursionError:
