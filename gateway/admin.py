@@ -11,9 +11,15 @@
                              figures of every worker (gateway.inventory)
     POST /-/reload           re-read the source now
 
-Reads are open. Changes need `Authorization: Bearer <token>` when
-`GATEWAY_ADMIN_TOKEN` is set (401 without, 403 wrong; compared in constant
-time); with no token configured they are accepted from loopback clients only.
+Who may call what, for every path under the prefix (a rule of the whole API, so
+an endpoint added later is covered without naming it): health probes
+(`/healthz`, `/readyz`) are open to all. Everything else needs
+`Authorization: Bearer <token>` when `GATEWAY_ADMIN_TOKEN` is set (401 without,
+403 wrong; compared in constant time). With no token, it answers a loopback
+peer that did not come through a proxy (a request carrying forwarded headers
+did), and when the admin API listens on a non-loopback address, changes are
+refused outright (the gateway warns at start). Reads are protected too: the
+shadow results hold other users' response bodies and query strings.
 Every answer is JSON, errors included. A change goes through the control plane
 as every edit does: stored, applied at once on this worker; the other workers
 follow the source. Off the request path, so plain Starlette routing.
@@ -43,6 +49,10 @@ from gateway.types import Message, Receive, Scope, Send
 
 log = logging.getLogger("gateway.admin")
 MAX_BODY = 64 * 1024
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+READ_METHODS = frozenset({"GET", "HEAD"})
+# A request with one of these came through a proxy: its socket peer is the proxy's.
+FORWARDED = frozenset({b"forwarded", b"x-forwarded-for", b"x-real-ip"})
 
 _CHANGE_SHAPE = (
     'the body must be {"backend": "<name>"} or {"canary": {"percent": <0-100>}} '
@@ -56,10 +66,14 @@ class Admin:
         control: ControlPlane,
         token: str | None,
         draining: Callable[[], bool],
+        *,
+        exposed: bool = False,
     ) -> None:
+        """`exposed`: the admin API listens on an address other than loopback."""
         self.control = control
         self._draining = draining  # whether the gateway is shutting down (drain.py)
-        self._token = token.encode() if token else None
+        self.token = token.encode() if token else None
+        self.exposed = exposed
         self._app = Starlette(
             routes=[
                 Route("/healthz", self.healthz, methods=["GET"]),
@@ -77,6 +91,10 @@ class Admin:
         """`path` is the normalised request path with the prefix's bare form removed."""
         if scope["type"] != "http":
             await send({"type": "websocket.close", "code": 1008})
+            return
+        if path not in OPEN_PATHS and (refusal := self._refusal(scope)) is not None:
+            status, message, headers = refusal
+            await send_json(send, status, {"error": message}, headers)
             return
         started = False
 
@@ -142,8 +160,6 @@ class Admin:
     # --- changes ---------------------------------------------------------------
 
     async def reload(self, request: Request) -> Response:
-        if (refused := self._refused(request)) is not None:
-            return refused
         result = await self.control.reload("admin API")
         if result.error is not None:
             return JSONResponse(
@@ -156,8 +172,6 @@ class Admin:
         return JSONResponse({"reloaded": result.changed, **self.control.view()})
 
     async def change_route(self, request: Request) -> Response:
-        if (refused := self._refused(request)) is not None:
-            return refused
         route_id = request.path_params["route_id"]
         change = _route_change(await _json_body(request))
         if change is None:
@@ -192,29 +206,29 @@ class Admin:
         route = outcome.result.config.route(route_id).view()
         return JSONResponse({"route": route, "changed": bool(outcome.result.changed)})
 
-    def _refused(self, request: Request) -> Response | None:
-        """The answer to a change this client may not make, or None when it may."""
-        if self._token is None:
-            client = request.client
-            if client and _is_loopback(client.host):
-                return None
-            return JSONResponse(
-                {
-                    "error": "admin changes are accepted from loopback only; "
-                    "set GATEWAY_ADMIN_TOKEN to allow remote clients"
-                },
-                status_code=403,
-            )
-        given = request.headers.get("authorization", "").encode("latin-1")
+    def _refusal(self, scope: Scope) -> tuple[int, str, list[tuple[bytes, bytes]]] | None:
+        """(status, reason, headers) of a request this client may not make, or None."""
+        headers = scope["headers"]
+        if self.token is None:
+            client = scope.get("client")
+            proxied = any(name in FORWARDED for name, _ in headers)
+            if not client or not is_loopback(client[0]) or proxied:
+                reason = "the admin API answers loopback clients only (not through a proxy)"
+                return 403, f"{reason}; set GATEWAY_ADMIN_TOKEN to allow others", []
+            if self.exposed and scope["method"] not in READ_METHODS:
+                reason = (
+                    "admin changes are refused: the admin API listens on a non-loopback "
+                    "address and GATEWAY_ADMIN_TOKEN is not set"
+                )
+                return 403, reason, []
+            return None
+        given = next((value for name, value in headers if name == b"authorization"), b"")
         scheme, _, token = given.partition(b" ")
         if not given or scheme.lower() != b"bearer":
-            return JSONResponse(
-                {"error": "missing 'Authorization: Bearer <token>'"},
-                status_code=401,
-                headers={"www-authenticate": 'Bearer realm="gateway-admin"'},
-            )
-        if not hmac.compare_digest(token.strip(), self._token):
-            return JSONResponse({"error": "wrong admin token"}, status_code=403)
+            challenge = [(b"www-authenticate", b'Bearer realm="gateway-admin"')]
+            return 401, "missing 'Authorization: Bearer <token>'", challenge
+        if not hmac.compare_digest(token.strip(), self.token):
+            return 403, "wrong admin token", []
         return None
 
 
@@ -262,8 +276,10 @@ def _route_change(payload: object) -> dict[str, Any] | None:
     return payload
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False

@@ -3,7 +3,10 @@
 `Gateway.__call__` is the request path. It reads the live `RouteTable` snapshot
 once, matches the canonical path (`gateway.paths`), and hands over to
 `dispatch.serve`. Paths under the admin prefix and the metrics path are the
-gateway's own and never reach a backend, however the client spells them.
+gateway's own and never reach a backend, however the client spells them; with
+`--admin-listen` they are served on that listener only, and it serves nothing
+else (uvicorn serves both sockets with this one app: `scope["server"]` says
+which one a request came in on).
 
 The lifespan owns everything long-lived: the WSGI thread pool, the shared
 HTTP client, the running backends, the control plane's watch of its source.
@@ -18,7 +21,7 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 
 from gateway import upstream
-from gateway.admin import Admin
+from gateway.admin import Admin, is_loopback
 from gateway.backends import BackendPool
 from gateway.control import ControlPlane
 from gateway.dispatch import serve
@@ -52,7 +55,14 @@ class Gateway:
             self.metrics.set_weights_source(self._weights)
         self.draining = False
         self._drain = Drain(settings.shutdown_delay, settings.graceful_timeout, self.start_draining)
-        self.admin = Admin(self.control, settings.admin_token, lambda: self.draining)
+        address = settings.admin_address
+        admin_host = address[0] if address else settings.host
+        # The admin listener's port; None when the admin API shares the traffic port.
+        self._admin_port = address[1] if address else None
+        exposed = not is_loopback(admin_host)
+        self.admin = Admin(
+            self.control, settings.admin_token, lambda: self.draining, exposed=exposed
+        )
         self._reserved = settings.reserved
         self._prefix_bare = settings.admin_prefix.rstrip("/")
         self._pool: BackendPool | None = None
@@ -76,14 +86,22 @@ class Gateway:
             send = _closing(send)
         as_sent: str = scope["path"]
         path = canonical(as_sent)
+        on_admin_listener = self._admin_port is None or _local_port(scope) == self._admin_port
         if self._reserved.holds(path, as_sent):
-            if self._reserved.is_admin(path):
+            if not on_admin_listener:
+                message = {"error": "the admin API and metrics are on the admin listener"}
+                await self._refuse(scope, send, message)
+            elif self._reserved.is_admin(path):
                 sub_path = path[len(self._prefix_bare) :]
                 await self.admin(scope, receive, own_answer(scope, send), sub_path)
             elif path == self._reserved.metrics and kind == "http":
                 await self._serve_metrics(send)
             else:  # spelled under the prefix, climbing out of it with '..'
                 await self._refuse(scope, send, {"error": "no such admin endpoint"})
+            return
+        if self._admin_port is not None and on_admin_listener:
+            message = {"error": "this listener serves the admin API and metrics only"}
+            await self._refuse(scope, send, message)
             return
         table = self.control.table
         # Matched on the canonical path; the backend gets the path as the client sent it.
@@ -151,6 +169,12 @@ class Gateway:
             ",".join(b.name for b in config.backends),
             config.default or "-",
         )
+        if self.admin.exposed and self.admin.token is None:
+            log.warning(
+                "the admin API listens on a non-loopback address without "
+                "GATEWAY_ADMIN_TOKEN: admin changes are refused, and reads answer "
+                "loopback clients only; set a token to use it remotely"
+            )
         self._heap.freeze()
         self._watcher = asyncio.create_task(self.control.follow(), name="gateway-watch")
         self.control.spawn(self.control.state.share_shadow_results())
@@ -224,6 +248,11 @@ async def _end_cut_short(send: Send) -> None:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     except RuntimeError:  # no response started yet: the server wants a start first
         await send_json(send, 503, {"error": "the gateway shut down before the answer came"})
+
+
+def _local_port(scope: Scope) -> int | None:
+    server = scope.get("server")
+    return server[1] if server else None
 
 
 def create_app(settings: Settings | None = None) -> Gateway:

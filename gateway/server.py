@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -115,6 +116,10 @@ def serve(settings: Settings) -> int:
         server_header=False,
     )
     try:
+        try:
+            sockets = _bind(config, settings)
+        except SystemExit:  # uvicorn exits with STARTUP_FAILURE when it cannot bind
+            return 1
         if settings.workers == 1:
             server = uvicorn.Server(config)
             # Once stopped, uvicorn raises the stopping signal again for the handler it
@@ -122,19 +127,33 @@ def serve(settings: Settings) -> int:
             # being killed by its own SIGTERM (143, a failure to a service manager).
             stopped = signal.signal(signal.SIGTERM, lambda sig, frame: None)
             try:
-                server.run()
+                server.run(sockets)
             except SystemExit as exc:  # uvicorn exits with STARTUP_FAILURE (3)
                 return 0 if exc.code in (0, None) else 1
             finally:
                 signal.signal(signal.SIGTERM, stopped)
             return 0 if server.started else 1
-        return _supervise(config)
+        return _supervise(config, sockets)
     finally:
         if state_dir is not None:
             shutil.rmtree(state_dir, ignore_errors=True)
 
 
-def _supervise(config: Any) -> int:
+def _bind(config: Any, settings: Settings) -> list[socket.socket]:
+    """The listening sockets: traffic, and the admin listener when it has its own.
+
+    One app serves both; each request's `scope["server"]` says which socket it came in
+    on, and the gateway serves only the admin API and metrics on the admin one."""
+    sockets = [config.bind_socket()]
+    if settings.admin_address is not None:
+        host, port = settings.admin_address
+        admin = copy.copy(config)
+        admin.host, admin.port = host, port
+        sockets.append(admin.bind_socket())
+    return sockets
+
+
+def _supervise(config: Any, sockets: list[socket.socket]) -> int:
     """Run several workers under uvicorn's supervisor, made to reload them on SIGHUP.
 
     Uses uvicorn internals: `uvicorn.supervisors.Multiprocess` (its `processes`
@@ -153,7 +172,7 @@ def _supervise(config: Any) -> int:
                 if process.pid is not None:
                     os.kill(process.pid, signal.SIGHUP)
 
-    supervisor = Supervisor(config, sockets=[config.bind_socket()])
+    supervisor = Supervisor(config, sockets=sockets)
     supervisor.run()
     # A worker that could not start stops the supervisor (uvicorn's rule): that
     # is a failure to report, or a service manager would take it for a clean exit.

@@ -44,6 +44,13 @@ class Settings:
         metadata=_doc("threads shared by in-process WSGI backends, per worker"),
     )
     admin_prefix: str = field(default="/-/", metadata=_doc("reserved path prefix of the admin API"))
+    admin_listen: str | None = field(
+        default=None,
+        metadata=_doc(
+            "HOST:PORT of a listener of its own for the admin API and metrics; "
+            "then none of it is served on the traffic port"
+        ),
+    )
     metrics_path: str = field(default="/metrics", metadata=_doc("path of the Prometheus metrics"))
     metrics: bool = field(default=True, metadata=_doc("serve Prometheus metrics"))
     route_headers: bool = field(
@@ -108,6 +115,15 @@ class Settings:
         for name in ("shutdown_delay", "graceful_timeout"):
             if not 0 <= getattr(self, name) <= 3600:  # also refuses nan and inf
                 raise ValueError(f"{name.replace('_', ' ')} must be between 0 and 3600 seconds")
+        if self.admin_listen is not None:
+            port = _address(self.admin_listen)[1]
+            if port == self.port:
+                raise ValueError(f"admin listen port {port} is the traffic port")
+
+    @property
+    def admin_address(self) -> tuple[str, int] | None:
+        """(host, port) of the admin listener, when it has one of its own."""
+        return _address(self.admin_listen) if self.admin_listen is not None else None
 
     @property
     def reserved(self) -> ReservedPaths:
@@ -137,6 +153,17 @@ class Settings:
                 continue  # the token travels as GATEWAY_ADMIN_TOKEN, which the operator set
             env[env_name(f)] = str(int(value)) if isinstance(value, bool) else str(value)
         return env
+
+
+def _address(text: str) -> tuple[str, int]:
+    """HOST:PORT (an IPv6 host in brackets) as (host, port)."""
+    host, colon, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(
+            f"admin listen must be HOST:PORT with a port from 1 to 65535 (got {text!r})"
+        )
+    return host, int(port)
 
 
 def env_name(f: Field[Any]) -> str:

@@ -98,8 +98,18 @@ class ThreadServer:
 class GatewayProcess:
     """`gateway serve` as a real subprocess, the way operators run it."""
 
-    def __init__(self, config: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        admin_listener: bool = False,
+    ) -> None:
+        """`admin_listener`: serve the admin API on a port of its own (`admin_url`)."""
         self.port = free_port()
+        self.admin_port = free_port() if admin_listener else self.port
+        if admin_listener:
+            args = (*args, "--admin-listen", f"127.0.0.1:{self.admin_port}")
         self.config = config
         self.args = args
         self.env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
@@ -109,6 +119,10 @@ class GatewayProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
 
     def __enter__(self) -> GatewayProcess:
         self._log = self.log_path.open("wb")
@@ -135,7 +149,7 @@ class GatewayProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited early:\n{self.log()}")
             try:
-                if httpx.get(self.url + "/-/readyz", timeout=1).status_code == 200:
+                if httpx.get(self.admin_url + "/-/readyz", timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass

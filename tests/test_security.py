@@ -277,3 +277,84 @@ def test_a_live_reload_to_a_reserved_path_is_refused(tmp_path: Path) -> None:
         assert "admin prefix" in r.json()["problems"][0]
         assert client.get("/-/routes").json()["sha256"] != ""
         assert [x["id"] for x in client.get("/-/routes").json()["routes"]] == ["books", "book"]
+
+
+# --- who may use the admin API -------------------------------------------------------
+
+ADMIN_READS = ["/-/routes", "/-/shadow", "/-/shadow?route=books", "/-/inventory", "/-/nope"]
+
+
+@pytest.mark.parametrize("path", ADMIN_READS)
+def test_without_token_admin_reads_answer_loopback_only(tmp_path: Path, path: str) -> None:
+    routes = write_routes(tmp_path, ROUTES_SPLIT)
+    with gateway_client(routes, client=("192.0.2.7", 4000)) as client:
+        r = client.get(path)
+        assert r.status_code == 403
+        assert "loopback" in r.json()["error"]
+        assert "books" not in r.text
+    with gateway_client(routes) as client:  # loopback
+        assert client.get(path).status_code in (200, 404)
+        r = client.get(path, headers={"X-Forwarded-For": "192.0.2.7"})
+        assert r.status_code == 403  # a loopback proxy relays others' requests
+
+
+@pytest.mark.parametrize("path", ["/-/healthz", "/-/readyz", "/metrics"])
+def test_health_probes_and_metrics_stay_open(tmp_path: Path, path: str) -> None:
+    routes = write_routes(tmp_path, ROUTES_SPLIT)
+    with gateway_client(routes, client=("192.0.2.7", 4000), admin_token="t0ken") as client:
+        assert client.get(path).status_code == 200
+    with gateway_client(routes, client=("192.0.2.7", 4000)) as client:
+        assert client.get(path).status_code == 200
+
+
+@pytest.mark.parametrize("path", ADMIN_READS)
+def test_with_a_token_every_admin_read_needs_it(tmp_path: Path, path: str) -> None:
+    routes = write_routes(tmp_path, ROUTES_SPLIT)
+    with gateway_client(routes, admin_token="t0ken") as client:  # loopback is not enough
+        r = client.get(path)
+        assert r.status_code == 401
+        assert r.headers["www-authenticate"].startswith("Bearer")
+        assert client.get(path, headers={"Authorization": "Bearer nope"}).status_code == 403
+        ok = client.get(path, headers={"Authorization": "Bearer t0ken"})
+        assert ok.status_code in (200, 404)
+
+
+def test_a_non_loopback_listener_without_token_refuses_changes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    routes = write_routes(tmp_path, ROUTES_SPLIT)
+    with gateway_client(routes, host="0.0.0.0") as client:
+        assert client.get("/-/routes").status_code == 200  # from loopback
+        r = client.put("/-/routes/books", json={"backend": "legacy"})
+        assert r.status_code == 403
+        assert "GATEWAY_ADMIN_TOKEN" in r.json()["error"]
+        assert client.post("/-/reload").status_code == 403
+    assert routes.read_text() == ROUTES_SPLIT
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("non-loopback" in line for line in warnings)
+
+
+def test_admin_listen_serves_the_admin_api_and_metrics_apart(tmp_path: Path) -> None:
+    routes = write_routes(tmp_path, ROUTES_SPLIT)
+    with GatewayProcess(routes, admin_listener=True) as gateway:
+        for path in ("/-/routes", "/-/healthz", "/metrics", "//metrics", "/-/nope"):
+            r = httpx.get(gateway.url + path, timeout=5)
+            assert r.status_code == 404, path
+            assert "x-gateway-backend" not in r.headers
+        assert httpx.get(gateway.url + "/books", timeout=5).headers["x-gateway-backend"] == "new"
+        admin = gateway.admin_url
+        assert httpx.get(admin + "/-/routes", timeout=5).json()["default"] == "legacy"
+        assert httpx.get(admin + "/-/healthz", timeout=5).status_code == 200
+        assert b"gateway_requests_total" in httpx.get(admin + "/metrics", timeout=5).content
+        r = httpx.get(admin + "/books", timeout=5)  # no traffic on the admin listener
+        assert r.status_code == 404
+        assert "x-gateway-backend" not in r.headers
+
+
+def test_admin_listen_must_be_host_and_port() -> None:
+    for bad in ("9000", "host:", "host:0", "host:99999", ":9000"):
+        with pytest.raises(ValueError, match="HOST:PORT"):
+            Settings(admin_listen=bad)
+    with pytest.raises(ValueError, match="traffic port"):
+        Settings(port=9000, admin_listen="127.0.0.1:9000")
+    assert Settings(admin_listen="[::1]:9000").admin_address == ("::1", 9000)

@@ -19,6 +19,7 @@ NON_DEFAULT = Settings(
     workers=3,
     wsgi_threads=8,
     admin_prefix="/_admin/",
+    admin_listen="127.0.0.1:9001",
     metrics_path="/prom",
     metrics=False,
     route_headers=False,
