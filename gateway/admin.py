@@ -255,7 +255,7 @@ async def _json_body(request: Request) -> object:
             return None
     try:
         return json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested thousands deep
         return None
 
 
