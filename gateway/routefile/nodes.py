@@ -10,6 +10,7 @@ nodes PyYAML composes, so a problem points at the key or value to change.
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,10 +21,60 @@ from gateway.routefile.model import Position, Problem
 Entries = dict[str, tuple[yaml.Node, yaml.Node]]
 
 
+# Bounds that keep hints linear in the number of names: a file naming 1,500 unknown
+# backends among 1,500 took 5 s and more to check when each typo was compared with
+# every name (difflib's ratio per pair), and each message listed all of them.
+MAX_COMPARED = 64  # names a typo is compared with, at most
+MAX_LISTED = 20  # names a message lists
+
+
 def hint(value: str, choices: Iterable[str]) -> str:
-    options = sorted(choices)
-    close = difflib.get_close_matches(value, options, n=1)
-    return f"did you mean {close[0]!r}?" if close else f"use one of: {', '.join(options)}"
+    """'did you mean X?' for a likely typo of one of `choices`, else what to use."""
+    names = _Names.of(frozenset(choices))
+    pool = names.near(value)
+    if len(pool) <= MAX_COMPARED:
+        close = difflib.get_close_matches(value, pool, n=1)
+        if close:
+            return f"did you mean {close[0]!r}?"
+    if len(names.sorted) > MAX_LISTED:
+        return f"use one of the {len(names.sorted)} declared names"
+    return f"use one of: {', '.join(names.sorted)}"
+
+
+class _Names:
+    """A set of names, indexed for hints when there are many of them.
+
+    A few names are all compared with a typo. Among many, only those one edit
+    away are (a letter wrong, missing, extra): each name is indexed under
+    itself and every way to delete one of its letters, and two strings one edit
+    apart share one of those keys (the "symmetric delete" of spelling checkers).
+    The index costs one entry per letter; a lookup, one per letter of the typo."""
+
+    def __init__(self, names: frozenset[str]) -> None:
+        self.sorted = sorted(names)
+        self.index: dict[str, set[str]] | None = None
+        if len(names) > MAX_COMPARED:
+            self.index = {}
+            for name in self.sorted:
+                for key in _deletes(name):
+                    self.index.setdefault(key, set()).add(name)
+
+    @staticmethod
+    @functools.lru_cache(maxsize=16)
+    def of(names: frozenset[str]) -> _Names:
+        return _Names(names)
+
+    def near(self, value: str) -> list[str]:
+        if self.index is None:
+            return self.sorted
+        found: set[str] = set()
+        for key in _deletes(value):
+            found.update(self.index.get(key, ()))
+        return sorted(found)
+
+
+def _deletes(text: str) -> set[str]:
+    return {text, *(text[:i] + text[i + 1 :] for i in range(len(text)))}
 
 
 class NodeReader:
