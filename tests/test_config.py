@@ -178,13 +178,16 @@ routes:
         "routes.yaml:8:11",
         "routes.yaml:10:15",
         "routes.yaml:11:5",
+        "routes.yaml:13:9",
         "routes.yaml:15:14",
     ]
     assert "unsupported version 2" in found[0]
     assert found[5].endswith("route 'a': unknown HTTP method 'FETCH'; did you mean 'PATCH'?")
     assert "has no 'id'" in found[6]
+    # The first 'a' is invalid, and its id is taken all the same.
+    assert "route id 'a' is already used at line 7" in found[7]
     # Backends declared with a broken spec still count as names: no cascade of errors.
-    assert found[7].endswith("route 'a': unknown backend 'gone'; use one of: legacy, new, web")
+    assert found[8].endswith("route 'a': unknown backend 'gone'; use one of: legacy, new, web")
 
 
 @pytest.mark.parametrize(

@@ -189,3 +189,13 @@ def test_hints_still_suggest_among_many_names() -> None:
     lines += ["routes:", "  - {id: r, path: /p, backend: servise-42}"]
     with pytest.raises(ConfigError, match="did you mean 'service-42'"):
         parse_config("\n".join(lines) + "\n", resolve_imports=False)
+
+
+def test_a_malformed_path_and_a_duplicate_id_are_both_reported() -> None:
+    text = TWO_BACKENDS + "  - {id: books, path: '/b/{x', backend: new}\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, resolve_imports=False)
+    messages = [p.message for p in info.value.problems]
+    assert len(messages) == 2, messages
+    assert "already used at line 7" in messages[0]
+    assert "malformed" in messages[1]

@@ -183,17 +183,22 @@ class Checker(NodeReader):
         seen: dict[str, Position] = {}
         for index, item in enumerate(node.value):
             route = self.route(index, item, backends)
-            if route is None:
-                continue
-            if route.id in seen:
-                self.problem(
-                    route.where,
-                    f"route id {route.id!r} is already used at line {seen[route.id].line}; "
-                    "give each route its own id",
-                )
-                continue
-            seen[route.id] = route.where or self.at(item)
-            routes.append(route)
+            # Ids are compared whether or not the rest of the route is valid: every
+            # problem of a route is reported at once.
+            id_node = _id_node(item)
+            route_id = self.scalar(id_node) if id_node is not None else None
+            if id_node is not None and isinstance(route_id, str) and route_id.strip():
+                route_id = route_id.strip()
+                if route_id in seen:
+                    self.problem(
+                        id_node,
+                        f"route id {route_id!r} is already used at line {seen[route_id].line}; "
+                        "give each route its own id",
+                    )
+                    continue
+                seen[route_id] = self.at(id_node)
+            if route is not None:
+                routes.append(route)
         self.conflicts(routes)
         return tuple(routes)
 
@@ -302,6 +307,16 @@ class Checker(NodeReader):
                     )
                     break
                 claims[(shape, method)] = route
+
+
+def _id_node(item: yaml.Node) -> yaml.Node | None:
+    """The value node of a route's 'id', if the route is a mapping that has one."""
+    if isinstance(item, yaml.MappingNode):
+        for key_node, value_node in item.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.value == "id":
+                node: yaml.Node = value_node
+                return node
+    return None
 
 
 def _check_url(url: str) -> str | None:
