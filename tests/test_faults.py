@@ -199,3 +199,64 @@ def test_a_malformed_path_and_a_duplicate_id_are_both_reported() -> None:
     assert len(messages) == 2, messages
     assert "already used at line 7" in messages[0]
     assert "malformed" in messages[1]
+
+
+# --- flips on every valid file ---------------------------------------------------------
+
+ANCHORED = """\
+version: 1
+backends:
+  legacy: {wsgi: "tests.apps:wsgi"}
+  new: {asgi: "tests.apps:asgi"}
+  "on": {asgi: "tests.apps:asgi"}
+  "null": {asgi: "tests.apps:asgi"}
+default: legacy
+routes:
+  - {id: a, path: /a, backend: &migrated new}
+  - {id: b, path: /b, backend: *migrated}
+  - id: c
+    path: /c
+    backend: *migrated  # the same anchor, in block style
+"""
+
+
+def backends_of(text: str) -> dict[str, str]:
+    return {r.id: r.backend for r in parse_config(text, resolve_imports=False).routes}
+
+
+@pytest.mark.parametrize("route", ["a", "b", "c"])
+def test_a_route_written_as_an_alias_flips_alone(tmp_path: Path, route: str) -> None:
+    path = write_routes(tmp_path, ANCHORED)
+    with gateway_client(path) as client:
+        r = client.put(f"/-/routes/{route}", json={"backend": "legacy"})
+        assert r.status_code == 200, r.text  # was 409: the edit broke the anchor
+        assert client.get(f"/{route}").headers["x-gateway-backend"] == "legacy"
+    expected = {"a": "new", "b": "new", "c": "new", route: "legacy"}
+    assert backends_of(path.read_text()) == expected
+    assert "# the same anchor, in block style" in path.read_text()
+
+
+def test_flip_all_on_a_file_with_aliases(tmp_path: Path) -> None:
+    path = write_routes(tmp_path, ANCHORED)
+    flip = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "flip", "--all", "legacy", "--config", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    assert flip.returncode == 0, flip.stderr
+    assert backends_of(path.read_text()) == {"a": "legacy", "b": "legacy", "c": "legacy"}
+
+
+@pytest.mark.parametrize("name", ["on", "null"])
+def test_a_backend_named_like_a_yaml_constant_reads_back_as_its_name(
+    tmp_path: Path, name: str
+) -> None:
+    path = write_routes(tmp_path, ANCHORED)
+    with gateway_client(path) as client:
+        r = client.put("/-/routes/b", json={"backend": name})
+        assert r.status_code == 200, r.text
+        assert r.json()["route"]["backend"] == name
+        r = client.put("/-/routes/c", json={"canary": {"percent": 10, "backend": name}})
+        assert r.status_code == 200, r.text
+    assert backends_of(path.read_text())["b"] == name
+    assert f'backend: "{name}"' in path.read_text()

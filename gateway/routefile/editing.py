@@ -15,6 +15,7 @@ import json
 import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import Any
 
 import yaml
 
@@ -102,7 +103,8 @@ def set_canary(route_id: str, percent: float, backend: str | None = None) -> Edi
                 f"'canary: {{backend: {backend}, percent: {text}}}' to it by hand",
                 status=409,
             )
-        return [], [(node, f"canary: {{backend: {backend}, percent: {text}}}")], [route_id]
+        line = f"canary: {{backend: {_scalar(backend, '')}, percent: {text}}}"
+        return [], [(node, line)], [route_id]
 
     return _edit(edit)
 
@@ -115,8 +117,9 @@ def _edit(make: Callable[[GatewayConfig, dict[str, yaml.MappingNode]], Splices])
 
     def run(data: bytes, source: str) -> EditResult:
         current = parse_config(data, source)
-        replacements, additions, changed = make(current, _route_nodes(data))
-        new_data = _splice(data, replacements, additions)
+        loader = _Loader(data.decode("utf-8"))
+        replacements, additions, changed = make(current, _route_nodes(loader))
+        new_data = _splice(loader, replacements, additions)
         config = parse_config(new_data, source)
         return EditResult(new_data, config, changed if new_data != data else [])
 
@@ -144,9 +147,41 @@ def _field(node: yaml.MappingNode, key: str) -> yaml.Node:
     raise KeyError(key)
 
 
-def _route_nodes(data: bytes) -> dict[str, yaml.MappingNode]:
+class _Loader(yaml.SafeLoader):
+    """Composes a file as `yaml.compose` does, and keeps where its aliases stand.
+
+    PyYAML composes an alias (`*name`) into the very node its anchor (`&name`)
+    names, so an edit of an aliased value would rewrite the anchor, for every
+    route that uses it, and two routes using it would splice one span twice. Here
+    each alias of a scalar is a node of its own, spanning the `*name` token, and
+    the anchored nodes are known, so an edit changes one route only."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+        self.aliases: dict[str, list[yaml.Node]] = {}  # anchor -> its aliases, in order
+        self.anchored: dict[int, str] = {}  # id(anchored node) -> its anchor
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+        node = super().compose_node(parent, index)
+        if isinstance(event, yaml.AliasEvent) and isinstance(node, yaml.ScalarNode):
+            start: Any = event.start_mark  # PyYAML's and libyaml's marks: one interface
+            end: Any = event.end_mark
+            alias = yaml.ScalarNode(node.tag, node.value, start, end)
+            self.aliases.setdefault(str(event.anchor), []).append(alias)
+            return alias
+        if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
+            self.anchored[id(node)] = event.anchor
+        return node
+
+
+def _route_nodes(loader: _Loader) -> dict[str, yaml.MappingNode]:
     """Each route's mapping node, by id (the file is valid: ids are unique)."""
-    root = yaml.compose(data.decode("utf-8"), Loader=yaml.SafeLoader)
+    try:
+        root = loader.get_single_node()
+    finally:
+        loader.dispose()
     found: dict[str, yaml.MappingNode] = {}
     if not isinstance(root, yaml.MappingNode):
         return found
@@ -162,16 +197,26 @@ def _route_nodes(data: bytes) -> dict[str, yaml.MappingNode]:
 
 
 def _splice(
-    data: bytes,
+    loader: _Loader,
     replacements: list[tuple[yaml.Node, str | float]],
     additions: list[tuple[yaml.MappingNode, str]],
 ) -> bytes:
     """Replace scalars in place, and add `key: value` lines at the end of block mappings."""
-    text = data.decode("utf-8")
+    text = loader.text
     changes: list[tuple[int, int, str]] = []
+    replaced = {id(node) for node, _ in replacements}
     for node, value in replacements:
         start, end = node.start_mark.index, node.end_mark.index
-        changes.append((start, end, _scalar(value, text[start:end])))
+        old = text[start:end]
+        anchor = loader.anchored.get(id(node))
+        if anchor is not None:
+            # The anchor moves, with the old value, to the first alias left using it.
+            old = re.sub(r"^&\S+\s+", "", old)
+            users = [a for a in loader.aliases.get(anchor, ()) if id(a) not in replaced]
+            if users:
+                first = users[0]
+                changes.append((first.start_mark.index, first.end_mark.index, f"&{anchor} {old}"))
+        changes.append((start, end, _scalar(value, old)))
     for mapping, line in additions:
         eol = _end_of_last_line(text, mapping.value[-1][1].end_mark.index)
         indent = " " * mapping.value[0][0].start_mark.column
@@ -205,11 +250,13 @@ def _number(value: float) -> str:
 
 
 def _scalar(value: str | float, old: str) -> str:
-    """Write `value` the way the old scalar was written (plain, 'single' or "double")."""
+    """Write `value` the way the old scalar was written (plain, 'single' or "double"),
+    such that it reads back as the same value: a name such as `on`, `null` or `1e3`
+    written plain would read back as a boolean, None or a number."""
     if isinstance(value, float):
         return _number(value)
     if old.startswith("'") and "'" not in value:
         return f"'{value}'"
-    if old.startswith('"') or not _PLAIN.match(value):
+    if old.startswith('"') or not _PLAIN.match(value) or yaml.safe_load(value) != value:
         return json.dumps(value)
     return value
