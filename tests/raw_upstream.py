@@ -8,6 +8,7 @@ does nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -44,6 +45,9 @@ class RawUpstream:
 
     def __exit__(self, *exc: object) -> None:
         self._stop = True
+        # close() alone leaves a thread blocked in accept(); shutdown() wakes it.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
         self._thread.join(5)
 
