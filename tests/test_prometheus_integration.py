@@ -65,6 +65,7 @@ MISSING = 10  # GET /books/999999: books.get, new, 404
 
 WINDOW = 60.0  # seconds of $__rate_interval: the whole scenario fits in it
 HISTORY = 12.0  # seconds of samples, at least, of every series when the queries run
+SCRAPE = 1.0  # seconds between scrapes (promsupport.prometheus_config_for)
 SLOW = 0.25  # the histogram bucket boundary under the injected 0.3s delay
 
 
@@ -84,10 +85,13 @@ GET_NEW = Served("books.get", "new")
 def rate(count: int, window: float = WINDOW) -> Where:
     """A per-second rate over `window` of `count` requests.
 
-    rate() extrapolates the increase it sees, up (never down), by at most about
-    two scrape intervals over the HISTORY of samples.
+    rate() extrapolates the increase it sees, up (never down), by at most 1.1
+    average sample intervals at each end. Over HISTORY that is 2.2 intervals in
+    HISTORY / SCRAPE of them, or one fewer when a scrape of a busy machine failed
+    (seen: 1.190x against the 1.183x bound of a perfect history).
     """
-    return within(count / window, (1 + 2.2 / HISTORY) * count / window)
+    intervals = HISTORY / SCRAPE - 1
+    return within(count / window, (1 + 2.2 / intervals) * count / window)
 
 
 def ratio(value: float, rel: float = 0.1) -> object:
