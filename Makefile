@@ -30,9 +30,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy --strict gateway bench
 
-# prometheus and promtool, for the tests of deploy/ (Debian's package when missing)
+# prometheus and promtool, for the tests of deploy/, and redis-server, for the tests
+# of the Redis store (Debian's packages when missing)
 tools:
 	deploy/prometheus/ensure-prometheus
+	deploy/redis/ensure-redis-server
 
 # Debian's Chromium, for the page tests (Playwright drives it; it never downloads one)
 browser:
