@@ -10,6 +10,8 @@
     gateway inventory [--config] [--json] [--url] [--legacy-backend NAME]
                                                 what is left to migrate, per endpoint
     gateway init   --legacy MOD:APP --new MOD:APP [-o FILE]   a starter route file
+    gateway push | pull | history | revert | fleet --store URL
+                                                the Redis store (gateway.fleet.commands)
 
 Exit codes: 0 success, 1 invalid config or refused change, 2 usage error.
 Expected failures print one plain line each, never a traceback.
@@ -259,6 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     diff.set_defaults(func=cmd_diff)
 
     add_inventory_commands(sub, _default_config())
+
+    from gateway.fleet.commands import add_commands
+
+    add_commands(sub)
 
     serve_p = sub.add_parser("serve", help="serve the gateway")
     add_arguments(serve_p)
