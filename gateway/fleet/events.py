@@ -54,6 +54,8 @@ class StoreEvents:
 class FileEvents:
     def __init__(self, directory: str | Path) -> None:
         self.path = Path(directory) / "events.jsonl"
+        # [first id, last id] of the log, so that an append does not read the log
+        self._ends = Path(directory) / "events.ends"
         self._lock_path = Path(directory) / "events.lock"
 
     async def append(self, kind: str, by: str, **facts: Any) -> int:
@@ -84,17 +86,24 @@ class FileEvents:
 
     def _append(self, entry: Event) -> int:
         with self._locked():
-            events = self._read()
-            entry = {"id": events[-1]["id"] + 1 if events else 1, **entry}
-            if len(events) + 1 >= 2 * EVENTS:
-                kept = [*events[-(EVENTS - 1) :], entry]
+            try:
+                first, last = (int(n) for n in json.loads(self._ends.read_text()))
+            except (OSError, ValueError):
+                events = self._read()
+                first, last = (events[0]["id"], events[-1]["id"]) if events else (1, 0)
+            last += 1
+            line = json.dumps({"id": last, **entry}) + "\n"
+            if last - first + 1 >= 2 * EVENTS:
+                kept = [json.dumps(e) + "\n" for e in self._read()[-(EVENTS - 1) :]]
+                first = last - len(kept)
                 tmp = self.path.with_suffix(".tmp")
-                tmp.write_text("".join(json.dumps(e) + "\n" for e in kept))
+                tmp.write_text("".join([*kept, line]))
                 os.replace(tmp, self.path)
             else:
                 with self.path.open("a") as f:
-                    f.write(json.dumps(entry) + "\n")
-            return int(entry["id"])
+                    f.write(line)
+            self._ends.write_text(json.dumps([first, last]))
+            return last
 
     def _since(self, after: int) -> list[Event]:
         with self._locked():

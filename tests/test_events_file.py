@@ -1,0 +1,85 @@
+"""The event log of a serve without a store, and its rollback overrides: files in the
+serve's private state directory, shared by its workers (here: several processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import multiprocessing
+from pathlib import Path
+
+from gateway.fleet.events import FileEvents
+from gateway.fleet.overrides import Overrides, overlay
+from gateway.fleet.store import EVENTS
+from gateway.routefile.loading import parse_config
+from tests.harness import TEST_BACKENDS
+
+
+def _append_many(directory: str, worker: int) -> None:
+    async def run() -> None:
+        log = FileEvents(directory)
+        for i in range(60):
+            await log.append("flip", f"worker {worker}", n=i)
+
+    asyncio.run(run())
+
+
+def test_workers_share_one_bounded_log_with_unique_increasing_ids(tmp_path: Path) -> None:
+    workers = [
+        multiprocessing.get_context("fork").Process(target=_append_many, args=(str(tmp_path), w))
+        for w in range(4)
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+        assert w.exitcode == 0
+    events = asyncio.run(FileEvents(tmp_path).since(0))
+    assert [e["id"] for e in events] == list(range(1, 241))  # none lost, none twice
+    for w in range(4):
+        assert [e["n"] for e in events if e["by"] == f"worker {w}"] == list(range(60))
+    assert [e["id"] for e in asyncio.run(FileEvents(tmp_path).since(238))] == [239, 240]
+
+
+def test_the_log_keeps_the_last_500(tmp_path: Path) -> None:
+    async def run() -> list[int]:
+        log = FileEvents(tmp_path)
+        for i in range(2 * EVENTS + 7):
+            await log.append("reload", "file change", n=i)
+        return [e["id"] for e in await log.since(0)]
+
+    ids = asyncio.run(run())
+    assert ids == list(range(EVENTS + 8, 2 * EVENTS + 8))
+    assert len((tmp_path / "events.jsonl").read_text().splitlines()) < 2 * EVENTS
+
+
+TABLE = (
+    "version: 1\n"
+    + TEST_BACKENDS
+    + """\
+default: legacy
+routes:
+  - {id: a, path: /a, backend: new, fallback: legacy}
+  - {id: b, path: /b, backend: new, fallback: legacy}
+"""
+)
+
+
+def test_an_override_holds_until_the_route_changes_in_the_source(tmp_path: Path) -> None:
+    overrides = Overrides(tmp_path)
+    config = parse_config(TABLE, "routes.yaml")
+    assert overrides.prune(config) == {}
+    before = overrides.signature()
+    overrides.add("a", "new", "legacy", "5 of 10 failed", persist=False)
+    assert overrides.signature() != before  # workers notice by polling it
+    held = Overrides(tmp_path).prune(config)  # another worker sees it
+    assert list(held) == ["a"]
+    live = overlay(config, held)
+    assert [(r.id, r.backend) for r in live.routes] == [("a", "legacy"), ("b", "new")]
+    assert live.sha256 == config.sha256  # the source's text has not changed
+    # An operator flips the route in the source: the override is moot, and dropped.
+    flipped = dataclasses.replace(
+        config, routes=(dataclasses.replace(config.routes[0], backend="legacy"), config.routes[1])
+    )
+    assert overrides.prune(flipped) == {}
+    assert overrides.prune(config) == {}  # flipping back to new does not revive it
