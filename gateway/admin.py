@@ -10,6 +10,8 @@
     GET  /-/inventory        the migration inventory of the live table, with the live
                              figures of every worker (gateway.inventory)
     POST /-/reload           re-read the source now
+    GET  /-/events[?since=ID] the kept events (edits, reloads, rejected tables) after ID
+    GET  /-/fleet            with a store: every instance, and the revision it serves
 
 Who may call what, for every path under the prefix (a rule of the whole API, so
 an endpoint added later is covered without naming it): health probes
@@ -42,6 +44,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.control import ControlPlane, iso_time
+from gateway.fleet.instances import fleet_view, iso
+from gateway.fleet.source import RedisSource
+from gateway.fleet.store import StoreError, StoreUnavailable
 from gateway.http import send_json
 from gateway.routefile.editing import EditError
 from gateway.routefile.model import ConfigError
@@ -83,6 +88,8 @@ class Admin:
                 Route("/shadow", self.shadow, methods=["GET"]),
                 Route("/inventory", self.inventory, methods=["GET"]),
                 Route("/reload", self.reload, methods=["POST"]),
+                Route("/events", self.events, methods=["GET"]),
+                Route("/fleet", self.fleet, methods=["GET"]),
             ],
             exception_handlers={HTTPException: _http_error, Exception: _internal_error},
         )
@@ -157,6 +164,32 @@ class Admin:
         )
         return JSONResponse(report)
 
+    async def events(self, request: Request) -> Response:
+        since = request.query_params.get("since", "0")
+        if not since.isdigit():
+            return JSONResponse({"error": "since must be an event id (0 or more)"}, 400)
+        if self.control.events is None:
+            return JSONResponse({"events": []})
+        try:
+            found = await self.control.events.since(int(since))
+        except StoreUnavailable as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503)
+        return JSONResponse({"events": [{**e, "at": iso(e["at"])} for e in found]})
+
+    async def fleet(self, request: Request) -> Response:
+        source = self.control.source
+        if not isinstance(source, RedisSource):
+            return JSONResponse(
+                {"error": "this gateway has no store: start it with --store redis://..."},
+                status_code=404,
+            )
+        try:
+            revision = await source.store.revision()
+            view = fleet_view(revision, await source.store.heartbeats())
+        except StoreUnavailable as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503)
+        return JSONResponse(view)
+
     # --- changes ---------------------------------------------------------------
 
     async def reload(self, request: Request) -> Response:
@@ -187,6 +220,10 @@ class Admin:
                 )
         except EditError as exc:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        except StoreUnavailable as exc:
+            return JSONResponse({"error": f"{exc}; nothing was changed"}, status_code=503)
+        except StoreError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=409)
         except ConfigError as exc:
             return JSONResponse(
                 {

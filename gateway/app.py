@@ -9,16 +9,26 @@ else (uvicorn serves both sockets with this one app: `scope["server"]` says
 which one a request came in on).
 
 The lifespan owns everything long-lived: the WSGI thread pool, the shared
-HTTP client, the running backends, the control plane's watch of its source.
+HTTP client, the running backends, the control plane's watch of its source
+and, with a store, this worker's heartbeat.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import signal
+import socket
+import sys
+import tempfile
+import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 from gateway import upstream
 from gateway.admin import Admin, is_loopback
@@ -26,6 +36,9 @@ from gateway.backends import BackendPool
 from gateway.control import ControlPlane
 from gateway.dispatch import serve
 from gateway.drain import Drain
+from gateway.fleet.events import EventLog, FileEvents, StoreEvents
+from gateway.fleet.source import RedisSource
+from gateway.fleet.store import StoreAddress
 from gateway.heap import HeapFreezer
 from gateway.http import own_answer, send_json
 from gateway.metrics import Metrics
@@ -33,7 +46,7 @@ from gateway.paths import canonical
 from gateway.routefile.model import ConfigError
 from gateway.settings import Settings
 from gateway.shadow import ShadowRunner
-from gateway.sources import FileSource
+from gateway.sources import FileSource, Source
 from gateway.table import RouteTable
 from gateway.types import Message, Receive, Scope, Send
 
@@ -44,12 +57,28 @@ class Gateway:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings = settings or Settings()
         self.metrics = Metrics() if settings.metrics else None
+        self._own_state: tempfile.TemporaryDirectory[str] | None = None
+        if settings.state_dir is None:  # embedded, not under `gateway serve`
+            self._own_state = tempfile.TemporaryDirectory(prefix="gateway-state-")
+        state_dir = settings.state_dir or self._own_state.name  # type: ignore[union-attr]
+        self.instance = _instance(Path(state_dir))
+        self.store: RedisSource | None = None
+        source: Source
+        events: EventLog
+        if settings.store:
+            seed = settings.config if Path(settings.config).is_file() else None
+            self.store = RedisSource(StoreAddress(settings.store, settings.store_key), seed)
+            source, events = self.store, StoreEvents(self.store.store)
+        else:
+            source = FileSource(settings.config, settings.watch_interval)
+            events = FileEvents(state_dir)
         self.control = ControlPlane(
-            FileSource(settings.config, settings.watch_interval),
+            source,
             self.metrics,
             settings.route_headers,
-            settings.state_dir,
+            state_dir,
             settings.reserved,
+            events=events,
         )
         if self.metrics is not None:
             self.metrics.set_weights_source(self._weights)
@@ -68,8 +97,13 @@ class Gateway:
         self._pool: BackendPool | None = None
         self.shadows: ShadowRunner | None = None
         self._heap = HeapFreezer(self.control.lock)
-        self.control.on_applied = self._heap.refreeze_soon
+        self.control.on_applied = self._applied
         self._watcher: asyncio.Task[None] | None = None
+        self._beat = asyncio.Event()
+
+    def _applied(self) -> None:
+        self._heap.refreeze_soon()
+        self._beat.set()  # tell the fleet at once, not at the next heartbeat
 
     @property
     def table(self) -> RouteTable | None:
@@ -178,6 +212,9 @@ class Gateway:
         self._heap.freeze()
         self._watcher = asyncio.create_task(self.control.follow(), name="gateway-watch")
         self.control.spawn(self.control.state.share_shadow_results())
+        self.control.spawn(self.control.rollbacks.follow(self.settings.watch_interval))
+        if self.store is not None:
+            self.control.spawn(self.store.heartbeats(self._heartbeat, self._beat))
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
             # Only possible in the main thread (a served process, not an embedding test).
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
@@ -199,6 +236,10 @@ class Gateway:
         if shadows is not None:
             await shadows.close()
         await self.control.close()
+        if self.store is not None:
+            await self.store.close()
+        if self._own_state is not None:
+            self._own_state.cleanup()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -226,6 +267,35 @@ class Gateway:
         await receive()  # lifespan.shutdown
         await self.shutdown()
         await send({"type": "lifespan.shutdown.complete"})
+
+    def _heartbeat(self) -> dict[str, Any]:
+        """This worker, as `/-/fleet` shows it."""
+        assert self.store is not None  # beats only with a store
+        error = self.control.last_error
+        return {
+            "instance": self.instance["id"],
+            "host": self.instance["host"],
+            "instance_pid": self.instance["pid"],
+            "instance_since": self.instance["since"],
+            "pid": os.getpid(),
+            "revision": self.store.revision_of(self.control.applied_sha),
+            "last_error": error.problems[0] if error else self.store.error,
+            "last_seen": round(time.time(), 3),
+        }
+
+
+def _instance(state_dir: Path) -> dict[str, Any]:
+    """Who this serve is (written by `gateway serve`), or this process when embedded."""
+    try:
+        found: dict[str, Any] = json.loads((state_dir / "instance.json").read_bytes())
+        return found
+    except (OSError, ValueError):
+        return {
+            "id": uuid.uuid4().hex[:12],
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": round(time.time(), 3),
+        }
 
 
 def _closing(send: Send) -> Send:
@@ -261,4 +331,7 @@ def create_app(settings: Settings | None = None) -> Gateway:
 
 def create_app_from_env() -> Gateway:
     """The factory each `gateway serve` worker process calls."""
-    return Gateway(Settings.load())
+    settings = Settings.load()
+    if settings.app_dir and settings.app_dir not in sys.path:
+        sys.path.insert(0, settings.app_dir)
+    return Gateway(settings)

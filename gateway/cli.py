@@ -25,6 +25,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from gateway.fleet.commands import add_commands, add_store_arguments, store_edit
+from gateway.fleet.store import StoreAddress, StoreError
 from gateway.inventory.commands import FlipAll, check_warnings
 from gateway.inventory.commands import add_commands as add_inventory_commands
 from gateway.paths import ReservedPaths
@@ -104,21 +106,44 @@ def cmd_routes(args: argparse.Namespace) -> int:
     return 0
 
 
-def _edit(config: str, edit: Edit) -> EditResult | int:
-    """Store an edit in the route file (a running gateway follows the file); on a
-    refusal print why and return the exit code."""
+def _where(args: argparse.Namespace) -> str:
+    """What an edit changes: the store (without its password) or the route file."""
+    return StoreAddress(args.store, args.store_key).shown if args.store else str(args.config)
+
+
+def _bad_store(args: argparse.Namespace) -> int | None:
+    """Exit code 2 and why, when --store is not a store URL."""
+    if args.store:
+        try:
+            StoreAddress(args.store, args.store_key)
+        except ValueError as exc:
+            print(f"gateway {args.command}: {exc}", file=sys.stderr)
+            return 2
+    return None
+
+
+def _edit(args: argparse.Namespace, edit: Edit, kind: str) -> EditResult | int:
+    """Store an edit in the route file or, with --store, in the store (a running
+    gateway follows either); on a refusal print why and return the exit code."""
+    where = _where(args)
     try:
-        return FileSource(config).edit_now(edit)
+        if args.store:
+            return store_edit(StoreAddress(args.store, args.store_key), edit, kind)
+        return FileSource(args.config).edit_now(edit)
     except ConfigError as exc:
-        return _report(exc, config)
+        return _report(exc, where)
     except EditError as exc:
-        print(f"{config}: {exc}; nothing was changed", file=sys.stderr)
+        print(f"{where}: {exc}; nothing was changed", file=sys.stderr)
+    except StoreError as exc:
+        print(f"{where}: {exc}; nothing was changed", file=sys.stderr)
     except OSError as exc:
-        print(f"{config}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        print(f"{where}: cannot write: {exc.strerror or exc}", file=sys.stderr)
     return 1
 
 
 def cmd_flip(args: argparse.Namespace) -> int:
+    if (code := _bad_store(args)) is not None:
+        return code
     if args.all:
         if args.backend is not None:
             print("gateway flip --all takes one argument: the backend", file=sys.stderr)
@@ -133,23 +158,25 @@ def cmd_flip(args: argparse.Namespace) -> int:
     flip_all = None
     if route_id is None and not args.force:  # the emergency switch leaves what it cannot serve
         edit = flip_all = FlipAll(backend)
-    result = _edit(args.config, edit)
+    result = _edit(args, edit, "flip")
     if isinstance(result, int):
         return result
     left = flip_all.left if flip_all else {}
     if result.changed:
-        print(f"{args.config}: {', '.join(result.changed)} -> {backend}")
+        print(f"{_where(args)}: {', '.join(result.changed)} -> {backend}")
     else:
         target = route_id or ("every other route" if left else "every route")
-        print(f"{args.config}: {target} already on {backend}; nothing to change")
+        print(f"{_where(args)}: {target} already on {backend}; nothing to change")
     for route, why in left.items():
-        print(f"{args.config}: left {route} as it was: {why} (--force flips it anyway)")
+        print(f"{_where(args)}: left {route} as it was: {why} (--force flips it anyway)")
     if flip_all and flip_all.unknown:
-        print(f"{args.config}: note: {flip_all.unknown}; flipped every route", file=sys.stderr)
+        print(f"{_where(args)}: note: {flip_all.unknown}; flipped every route", file=sys.stderr)
     return 0
 
 
 def cmd_canary(args: argparse.Namespace) -> int:
+    if (code := _bad_store(args)) is not None:
+        return code
     try:
         percent = float(args.percent)
     except ValueError:
@@ -158,9 +185,9 @@ def cmd_canary(args: argparse.Namespace) -> int:
     try:
         edit = set_canary(args.route_id, percent, args.backend)
     except EditError as exc:
-        print(f"{args.config}: {exc}; nothing was changed", file=sys.stderr)
+        print(f"{_where(args)}: {exc}; nothing was changed", file=sys.stderr)
         return 1
-    result = _edit(args.config, edit)
+    result = _edit(args, edit, "canary")
     if isinstance(result, int):
         return result
     canary = result.config.route(args.route_id).canary
@@ -168,7 +195,7 @@ def cmd_canary(args: argparse.Namespace) -> int:
         return 1
     state = "set" if result.changed else "already"
     print(
-        f"{args.config}: {args.route_id} canary {state} at {canary.percent:g}% to {canary.backend}"
+        f"{_where(args)}: {args.route_id} canary {state} at {canary.percent:g}% to {canary.backend}"
     )
     return 0
 
@@ -241,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="with --all: also routes BACKEND does not implement"
     )
     flip_p.add_argument("--config", default=_default_config())
+    add_store_arguments(flip_p, required=False)
     flip_p.set_defaults(func=cmd_flip)
 
     canary = sub.add_parser("canary", help="set the share of a route's traffic on its canary")
@@ -248,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     canary.add_argument("percent", metavar="PERCENT", help="0 to 100 (decimals allowed)")
     canary.add_argument("--backend", help="the canary backend, to add a canary to a route")
     canary.add_argument("--config", default=_default_config())
+    add_store_arguments(canary, required=False)
     canary.set_defaults(func=cmd_canary)
 
     diff = sub.add_parser("diff", help="show the last shadow mismatches of a route")
@@ -261,9 +290,6 @@ def build_parser() -> argparse.ArgumentParser:
     diff.set_defaults(func=cmd_diff)
 
     add_inventory_commands(sub, _default_config())
-
-    from gateway.fleet.commands import add_commands
-
     add_commands(sub)
 
     serve_p = sub.add_parser("serve", help="serve the gateway")

@@ -5,8 +5,8 @@
     ├── apply(config)     start what a validated config needs, publish its table
     ├── reload(trigger)   read the source, validate, apply; or keep the live table
     ├── follow()          reload whenever the source says its text changed
-    └── flip / set_canary / roll_back
-                          one step each: edit the source, validate, apply, record
+    ├── flip / set_canary one step each: edit the source, validate, apply, record
+    └── rollbacks         what a tripped rollback watch does (`gateway.rollback_action`)
 
 Whatever the trigger (the source's watch, SIGHUP, `POST /-/reload`, an edit
 through the admin API, an automatic rollback), a change is one serialised
@@ -14,6 +14,10 @@ operation: read the text, skip it if it is unchanged, validate it completely,
 start new backends, then publish the new table by one assignment. Any failure
 leaves the live table untouched and is kept as `last_error` until a good text
 arrives. Where the text lives is the `Source`'s business (`gateway.sources`).
+
+The live table is the source's table with the rollbacks the source could not
+take laid over it (`gateway.fleet.overrides`); every edit, applied reload and
+rejected text is recorded in the event log (`gateway.fleet.events`).
 
 Validation runs in a worker thread, so the event loop keeps serving while a
 large table is parsed (PyYAML takes ~1.6 s for 10,000 routes), and with the
@@ -36,11 +40,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.backends import BackendPool
+from gateway.fleet.events import EventLog
+from gateway.fleet.overrides import Overrides, overlay
 from gateway.metrics import Metrics
 from gateway.paths import ReservedPaths
-from gateway.rollback import RollbackWatch
+from gateway.rollback_action import RollbackAction
 from gateway.route_state import RouteState
-from gateway.routefile.editing import Edit, EditError, EditResult, flip, set_canary
+from gateway.routefile.changes import changed_routes
+from gateway.routefile.editing import Edit, EditResult, flip, set_canary
 from gateway.routefile.loading import parse_config
 from gateway.routefile.model import ConfigError, GatewayConfig, Position, Problem
 from gateway.shadow import ShadowRunner
@@ -78,12 +85,17 @@ class ControlPlane:
         route_headers: bool = True,
         state_dir: str | None = None,
         reserved: ReservedPaths | None = None,
+        events: EventLog | None = None,
     ) -> None:
         self.source = source
         self.reserved = reserved
         self.metrics = metrics
         self.route_headers = route_headers
-        self.state = RouteState(self._tripped, state_dir)
+        self.events = events
+        self.overrides = Overrides(state_dir) if state_dir else None
+        self.rollbacks = RollbackAction(self)
+        self.state = RouteState(self.rollbacks.tripped, state_dir)
+        self.config: GatewayConfig | None = None  # the source's table, before overrides
         self.table: RouteTable | None = None
         self.last_error: ReloadError | None = None
         # Held while a text is read, parsed, edited or applied: reloads and edits take
@@ -92,7 +104,7 @@ class ControlPlane:
         self.on_applied: Callable[[], None] = lambda: None
         self._pool: BackendPool | None = None
         self._shadows: ShadowRunner | None = None
-        self._applied_sha: str | None = None
+        self.applied_sha: str | None = None  # of the source's text the live table is from
         self._failed_key: str | None = None
         self._tasks: set[asyncio.Task[object]] = set()
 
@@ -106,9 +118,20 @@ class ControlPlane:
             config = parse_config(
                 await self.source.read(), self.source.name, reserved=self.reserved
             )
-            await self.apply(config)
-            self._applied_sha = config.sha256
+            await self.apply(self._overlaid(config))
+            self.config = config
+            self.applied_sha = config.sha256
             return config
+
+    def _overlaid(self, config: GatewayConfig) -> GatewayConfig:
+        """`config` with the rollbacks it has not made moot (none without a state dir)."""
+        return overlay(config, self.overrides.prune(config)) if self.overrides else config
+
+    async def reapply(self) -> None:
+        """Apply the source's table again, with the rollbacks as they are now."""
+        async with self.lock:
+            if self.config is not None:
+                await self.apply(self._overlaid(self.config))
 
     async def apply(self, config: GatewayConfig) -> RouteTable:
         """Start what `config` needs, publish its table, retire what it dropped."""
@@ -136,7 +159,7 @@ class ControlPlane:
         source = self.source.name
         try:
             data = await self.source.read()
-            if hashlib.sha256(data).hexdigest() == self._applied_sha:
+            if hashlib.sha256(data).hexdigest() == self.applied_sha:
                 self._failed_key = None
                 self.last_error = None
                 return ReloadResult(changed=False)
@@ -144,13 +167,15 @@ class ControlPlane:
         except ConfigError as exc:
             return self._failed(exc.problems, _fingerprint(exc), trigger)
         try:
-            await self.apply(config)
+            await self.apply(self._overlaid(config))
         except Exception as exc:
             problem = Problem(Position(source, 1, 1), f"cannot apply: {exc}")
             return self._failed([problem], config.sha256, trigger)
-        self._applied_sha = config.sha256
+        before, self.config = self.config, config
+        self.applied_sha = config.sha256
         self._failed_key = None
         self.last_error = None
+        self.record("reload", trigger, routes=changed_routes(before, config), pid=os.getpid())
         log.info(
             "route table applied: source=%s sha256=%s routes=%d trigger=%s pid=%d",
             source,
@@ -177,6 +202,7 @@ class ControlPlane:
             )
             for problem in problems:
                 log.error("  %s", problem)
+            self.record("rejected", trigger, problems=list(error.problems), pid=os.getpid())
         return ReloadResult(changed=False, error=error)
 
     async def follow(self) -> None:
@@ -196,7 +222,7 @@ class ControlPlane:
         if table is None:
             return {"loaded": False, "last_error": last_error}
         config = table.config
-        return {
+        view = {
             "loaded": True,
             "version": config.version,
             "sha256": config.sha256,
@@ -205,65 +231,58 @@ class ControlPlane:
             "last_error": last_error,
             **config.view(),
         }
+        if (store := self.source.describe(self.applied_sha)) is not None:
+            view["store"] = store
+        self.rollbacks.describe(view["routes"])
+        return view
 
     # --- edits -----------------------------------------------------------------
 
-    async def edit(self, edit: Edit, what: str, by: str) -> EditOutcome:
+    async def edit(self, edit: Edit, what: str, by: str, kind: str, **facts: Any) -> EditOutcome:
         """Store `edit` in the source, apply the result here, and record it.
 
-        Raises `EditError` or `ConfigError` (the edit was refused: nothing changed)
-        and `OSError` (the source could not store it)."""
+        Raises `EditError` or `ConfigError` (the edit was refused: nothing changed),
+        `ReadOnly` (the source takes no edits), `StoreError` (the store did not
+        answer or kept changing) and `OSError` (the source could not store it)."""
         async with self.lock:
-            result = await self.source.edit(edit)
+            result = await self.source.edit(edit, by, kind)
             if result.changed:
                 log.info("route changed: %s routes=%s by=%s", what, ",".join(result.changed), by)
+                self.record(kind, by, routes=result.changed, change=what, **facts)
             reload = await self._reload(by)
         return EditOutcome(result, reload.error)
 
     async def flip(
-        self, route_id: str | None, backend: str, *, by: str, expect: str | None = None
+        self,
+        route_id: str | None,
+        backend: str,
+        *,
+        by: str,
+        expect: str | None = None,
+        kind: str = "flip",
+        **facts: Any,
     ) -> EditOutcome:
         """Point a route (None: every route) at `backend`; with `expect`, only if it is
         still on `expect`."""
         what = f"flip route={route_id or '*'} backend={backend}"
-        return await self.edit(flip(route_id, backend, expect), what, by)
+        return await self.edit(flip(route_id, backend, expect), what, by, kind, **facts)
 
     async def set_canary(
         self, route_id: str, percent: float, backend: str | None = None, *, by: str
     ) -> EditOutcome:
         what = f"canary route={route_id} percent={percent:g}"
-        return await self.edit(set_canary(route_id, percent, backend), what, by)
+        return await self.edit(set_canary(route_id, percent, backend), what, by, "canary")
 
-    # --- automatic rollback ----------------------------------------------------
+    def record(self, kind: str, by: str, **facts: Any) -> None:
+        """Add an event to the log, in the background (a store may be slow to answer)."""
+        if self.events is not None:
+            self.spawn(self._record(self.events, kind, by, facts))
 
-    def _tripped(self, watch: RollbackWatch, total: int, failed: int) -> None:
-        log.error(
-            "automatic rollback: route=%s from=%s to=%s failed=%d of %d in %gs "
-            "(over the %g limit); the route stays on %s until an operator flips it",
-            watch.route_id,
-            watch.backend,
-            watch.fallback,
-            failed,
-            total,
-            watch.spec.window,
-            watch.spec.error_ratio,
-            watch.fallback,
-        )
-        self.spawn(self.roll_back(watch))
-
-    async def roll_back(self, watch: RollbackWatch) -> None:
-        """Flip the watched route to its fallback, unless someone moved it meanwhile."""
+    async def _record(self, events: EventLog, kind: str, by: str, facts: dict[str, Any]) -> None:
         try:
-            outcome = await self.flip(
-                watch.route_id, watch.fallback, by="automatic rollback", expect=watch.backend
-            )
-        except (ConfigError, EditError, OSError) as exc:
-            log.error(
-                "automatic rollback of route=%s could not write the file: %s", watch.route_id, exc
-            )
-            return
-        if outcome.result.changed and self.metrics is not None:
-            self.metrics.rollbacks.labels(watch.route_id).inc()
+            await events.append(kind, by, **facts)
+        except Exception as exc:  # an event lost is logged, never a failed change
+            log.warning("event not recorded: kind=%s by=%s: %s", kind, by, exc)
 
     # --- background work -------------------------------------------------------
 

@@ -7,15 +7,22 @@ gateway whose backends fail to start (with any number of workers). Settings
 variables, and each worker builds its own `Gateway` from them (uvicorn's
 factory mode).
 
-With several workers, the supervisor forwards SIGHUP to each worker (which
-reloads its table in place) instead of restarting them, and prometheus-client
-multiprocess mode is pointed at a private, freshly emptied directory.
+Every serve has a private state directory its workers share (shadow results,
+the event log when there is no store, rollbacks the source could not take, who
+this instance is), removed when it stops. With several workers, the supervisor
+forwards SIGHUP to each worker (which reloads its table in place) instead of
+restarting them, and prometheus-client multiprocess mode is pointed at the
+state directory.
+
+With `--store`, the table lives in Redis: `--config` is checked only when the
+file exists (it seeds an empty store, or serves while Redis does not answer).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -23,6 +30,8 @@ import signal
 import socket
 import sys
 import tempfile
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -76,27 +85,44 @@ def log_config(level: str, log_format: LogFormat) -> dict[str, Any]:
     return config
 
 
+def app_dir(settings: Settings) -> str:
+    """Where the table's apps are imported from: --app-dir, else the directory of
+    --config (when it exists), else the working directory."""
+    if settings.app_dir:
+        return str(Path(settings.app_dir).absolute())
+    config = Path(settings.config)
+    return str(config.absolute().parent if config.is_file() else Path.cwd())
+
+
 def serve(settings: Settings) -> int:
-    try:
-        load_config(settings.config, reserved=settings.reserved)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        print(f"{settings.config}: invalid; the gateway did not start", file=sys.stderr)
-        return 1
-    settings = dataclasses.replace(settings, config=str(Path(settings.config).absolute()))
+    settings = dataclasses.replace(
+        settings, config=str(Path(settings.config).absolute()), app_dir=app_dir(settings)
+    )
+    sys.path.insert(0, settings.app_dir or "")
+    if settings.store is None or Path(settings.config).exists():
+        try:
+            load_config(settings.config, reserved=settings.reserved)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            print(f"{settings.config}: invalid; the gateway did not start", file=sys.stderr)
+            return 1
 
     import uvicorn
 
-    state_dir: Path | None = None
-    if settings.workers > 1:
-        # One private directory the workers share: metric files, shadow results.
-        state_dir = Path(tempfile.mkdtemp(prefix="gateway-state-"))
-        settings = dataclasses.replace(settings, state_dir=str(state_dir))
-        if settings.metrics:
-            from gateway.metrics import prepare_multiprocess_dir
+    state_dir = Path(tempfile.mkdtemp(prefix="gateway-state-"))
+    settings = dataclasses.replace(settings, state_dir=str(state_dir))
+    instance = {
+        "id": uuid.uuid4().hex[:12],
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "since": round(time.time(), 3),
+    }
+    (state_dir / "instance.json").write_text(json.dumps(instance))
+    if settings.workers > 1 and settings.metrics:
+        from gateway.metrics import prepare_multiprocess_dir
 
-            prepare_multiprocess_dir(state_dir)
+        prepare_multiprocess_dir(state_dir)
     os.environ.update(settings.to_env())
     config = uvicorn.Config(
         "gateway.app:create_app_from_env",
@@ -135,8 +161,7 @@ def serve(settings: Settings) -> int:
             return 0 if server.started else 1
         return _supervise(config, sockets)
     finally:
-        if state_dir is not None:
-            shutil.rmtree(state_dir, ignore_errors=True)
+        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def _bind(config: Any, settings: Settings) -> list[socket.socket]:

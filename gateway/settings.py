@@ -90,6 +90,22 @@ class Settings:
         default=None,
         metadata=_doc("bearer token that admin changes need (else loopback only)", flag=False),
     )
+    store: str | None = field(
+        default=None,
+        metadata=_doc(
+            "keep the route table in Redis, shared by every instance: "
+            "redis://[:password@]host:6379/0 (rediss:// for TLS); --config then only seeds "
+            "an empty store, or serves while Redis does not answer at start"
+        ),
+    )
+    store_key: str = field(default="gateway", metadata=_doc("prefix of the store's keys"))
+    app_dir: str | None = field(
+        default=None,
+        metadata=_doc(
+            "directory the apps of the table are imported from (default: the directory of "
+            "--config, else the working directory)"
+        ),
+    )
     state_dir: str | None = field(
         default=None,
         # Private: `gateway serve` sets it for its workers.
@@ -129,6 +145,10 @@ class Settings:
     def reserved(self) -> ReservedPaths:
         """The paths the gateway answers itself, which no route may claim."""
         return ReservedPaths(self.admin_prefix, self.metrics_path if self.metrics else None)
+        if self.store is not None:
+            from gateway.fleet.store import StoreAddress
+
+            StoreAddress(self.store, self.store_key)  # raises ValueError, password hidden
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **given: Any) -> Settings:
@@ -189,6 +209,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 flag, choices=typing.get_args(tp), default=argparse.SUPPRESS, help=help
             )
         else:
+            if typing.get_origin(tp) is types.UnionType:  # `str | None`: the value is a str
+                tp = next(a for a in typing.get_args(tp) if a is not type(None))
             parser.add_argument(flag, type=tp, default=argparse.SUPPRESS, help=help)
 
 

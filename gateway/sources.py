@@ -14,21 +14,26 @@ it costs one `stat()` call per interval.
 An edit writes a temp file in the same directory and renames it over the old
 one, so a reader (the watcher of every worker) sees either the old file or
 the new one, never half of one. Edits from several processes are serialised
-by a lock on the directory.
+by a lock on the directory. A file that cannot be written (a Kubernetes
+ConfigMap is mounted read-only; a file without write permission bits counts
+too) refuses edits with `ReadOnly`, a clear 409, never an `OSError`.
+
+The Redis store is the other source (`gateway.fleet.source.RedisSource`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from gateway.routefile.editing import Edit, EditResult
+from gateway.routefile.editing import Edit, EditError, EditResult
 from gateway.routefile.model import ConfigError
 
 
@@ -45,12 +50,26 @@ class Source(Protocol):
         """Wait until the text may have changed since the last `read`; say what changed."""
         ...
 
-    async def edit(self, edit: Edit) -> EditResult:
-        """Apply `edit` to the current text and store the result atomically.
+    async def edit(self, edit: Edit, by: str, kind: str) -> EditResult:
+        """Apply `edit` to the current text and store the result atomically; `by` and
+        `kind` (flip, canary, rollback) are for the source's history, if it keeps one.
 
         Raises what the edit raises (`EditError`, `ConfigError`: nothing stored),
-        or `OSError` when the text cannot be stored."""
+        `ReadOnly` when the source takes no edits, or `OSError` when the text could
+        not be stored."""
         ...
+
+    def describe(self, applied_sha: str | None) -> dict[str, Any] | None:
+        """The source's own state for `/-/routes` (a store's reachability, the revision
+        whose text has the digest `applied_sha`), or None."""
+        ...
+
+
+class ReadOnly(EditError):
+    """The source takes no edits: the table's text is read-only where it lives."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name} is read-only; use --store or make it writable", status=409)
 
 
 Signature = tuple[int, int, int, int]
@@ -91,8 +110,11 @@ class FileSource:
             if _signature(self.path) == current:
                 return "file change"
 
-    async def edit(self, edit: Edit) -> EditResult:
+    async def edit(self, edit: Edit, by: str = "", kind: str = "") -> EditResult:
         return await asyncio.to_thread(self.edit_now, edit)
+
+    def describe(self, applied_sha: str | None) -> None:
+        return None
 
     def edit_now(self, edit: Edit) -> EditResult:
         """`edit`, blocking (the CLI has no event loop to keep serving)."""
@@ -104,8 +126,26 @@ class FileSource:
                 raise ConfigError.unreadable(self.name, exc) from None
             result = edit(data, self.name)
             if result.data != data:
-                _write_atomic(target, result.data)
+                if not _writable(target):
+                    raise ReadOnly(self.name)
+                try:
+                    _write_atomic(target, result.data)
+                except OSError as exc:
+                    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                        raise ReadOnly(self.name) from None
+                    raise
             return result
+
+
+def _writable(path: Path) -> bool:
+    """Whether an edit may replace `path`: its directory takes a new file (false on a
+    read-only mount, even for root) and the file itself has a write permission bit
+    (root could write it anyway, but someone meant it to stay as it is)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return bool(mode & 0o222) and os.access(path.parent, os.W_OK)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -30,6 +30,9 @@ NON_DEFAULT = Settings(
     access_log=False,
     shutdown_delay=5.0,
     graceful_timeout=12.5,
+    store="redis://:pw@redis.internal:6379/2",
+    store_key="gw-prod",
+    app_dir="/srv/apps",
     state_dir="/run/gateway",
 )
 

@@ -28,7 +28,10 @@ from typing import Any
 
 from gateway.fleet.events import StoreEvents
 from gateway.fleet.instances import behind, fleet_view, iso
+from gateway.fleet.source import RedisSource
 from gateway.fleet.store import Store, StoreAddress, StoreError
+from gateway.routefile.changes import changed_routes
+from gateway.routefile.editing import Edit, EditResult
 from gateway.routefile.loading import parse_config
 from gateway.routefile.model import ConfigError, GatewayConfig
 
@@ -44,20 +47,12 @@ def who() -> str:
     return f"cli {user}@{socket.gethostname()}"
 
 
-def changed_routes(old: bytes, new: GatewayConfig) -> list[str]:
-    """Ids of the routes `new` adds, drops or changes compared with the text `old`
-    (every route of `new` when `old` is not a valid table); `_default` for the default."""
+def _changed(old: bytes, new: GatewayConfig) -> list[str]:
+    """The routes `new` changes from the text `old` (all of them when `old` is invalid)."""
     try:
-        before = parse_config(old, "old", resolve_imports=False)
+        return changed_routes(parse_config(old, "old", resolve_imports=False), new)
     except ConfigError:
-        return [r.id for r in new.routes]
-    was = {r.id: r for r in before.routes}
-    now = {r.id: r for r in new.routes}
-    changed = [rid for rid in now if was.get(rid) != now[rid]]
-    changed += [rid for rid in was if rid not in now]
-    if before.default != new.default:
-        changed.append("_default")
-    return changed
+        return changed_routes(None, new)
 
 
 def _problems(exc: ConfigError, source: str) -> int:
@@ -80,7 +75,7 @@ async def _write(
         current = await store.read()
         if expected is not None and current.revision != expected:
             return None
-        changed = changed_routes(current.text, config)
+        changed = _changed(current.text, config)
         written = await store.write(current.revision, text, who(), kind, changed)
         if written.ok:
             await StoreEvents(store).append(
@@ -184,6 +179,25 @@ async def cmd_fleet(args: argparse.Namespace, store: Store) -> int:
         print(f"{len(late)} instance(s) not on revision {view['revision']}", file=sys.stderr)
         return 1
     return 0
+
+
+def store_edit(address: StoreAddress, edit: Edit, kind: str) -> EditResult:
+    """`gateway flip | canary --store`: the edit by compare-and-set, recorded as an event.
+    Raises what the edit raises, or `StoreError`."""
+
+    async def main() -> EditResult:
+        source = RedisSource(address)
+        try:
+            result = await source.edit(edit, who(), kind)
+            if result.changed:
+                await StoreEvents(source.store).append(
+                    kind, who(), revision=source.seen, routes=result.changed
+                )
+            return result
+        finally:
+            await source.close()
+
+    return asyncio.run(main())
 
 
 def run(command: Command) -> Callable[[argparse.Namespace], int]:
