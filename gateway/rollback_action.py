@@ -49,6 +49,11 @@ class RollbackAction:
             f"{failed} of {total} answers from {watch.backend} failed in {spec.window:g}s "
             f"(over the {spec.error_ratio:g} limit)"
         )
+        said = (
+            f"automatic rollback: route={watch.route_id} from={watch.backend} "
+            f"to={watch.fallback} failed={failed} of {total} in {spec.window:g}s "
+            f"(over the {spec.error_ratio:g} limit)"
+        )
         facts: dict[str, Any] = {
             "route": watch.route_id,
             "from": watch.backend,
@@ -69,7 +74,7 @@ class RollbackAction:
                 **facts,
             )
         except (ReadOnly, StoreUnavailable, OSError) as exc:
-            await self._apply_locally(watch, why, facts, exc)
+            await self._apply_locally(watch, why, said, facts, exc)
             return
         except (ConfigError, EditError, StoreError) as exc:
             log.error("automatic rollback of route=%s not made: %s", watch.route_id, exc)
@@ -81,18 +86,11 @@ class RollbackAction:
                 watch.backend,
             )
             return
-        log.error(
-            "automatic rollback: route=%s from=%s to=%s, %s; stored in %s",
-            watch.route_id,
-            watch.backend,
-            watch.fallback,
-            why,
-            control.source.name,
-        )
+        log.error("%s; stored in %s", said, control.source.name)
         self._count(watch.route_id)
 
     async def _apply_locally(
-        self, watch: RollbackWatch, why: str, facts: dict[str, Any], exc: Exception
+        self, watch: RollbackWatch, why: str, said: str, facts: dict[str, Any], exc: Exception
     ) -> None:
         control = self.control
         if control.overrides is None:  # an embedded gateway with no state directory
@@ -106,14 +104,7 @@ class RollbackAction:
             control.overrides.add, watch.route_id, watch.backend, watch.fallback, why, persist
         )
         await control.reapply()
-        log.error(
-            "automatic rollback: route=%s from=%s to=%s, %s; applied, not persisted: %s",
-            watch.route_id,
-            watch.backend,
-            watch.fallback,
-            why,
-            exc,
-        )
+        log.error("%s; applied, not persisted: %s", said, exc)
         control.record("rollback", BY, persisted=False, reason=str(exc), **facts)
         self._count(watch.route_id)
 

@@ -198,10 +198,13 @@ def test_rollback_flips_the_failing_route_in_the_file_and_only_that_route(
         "  - id: fail\n    path: /fail\n    backend: legacy\n",
     )
     assert 'gateway_rollbacks_total{route="fail"} 1.0' in metrics
-    rollbacks = [r.getMessage() for r in caplog.records if "automatic rollback" in r.getMessage()]
-    assert rollbacks[0].startswith(
-        "automatic rollback: route=fail from=new to=legacy failed=5 of 5"
-    )
+    rollbacks = [
+        m for r in caplog.records if (m := r.getMessage()).startswith("automatic rollback:")
+    ]
+    assert rollbacks == [
+        "automatic rollback: route=fail from=new to=legacy failed=5 of 5 in 60s "
+        f"(over the 0.5 limit); stored in {path}"
+    ]
 
 
 def backend_of_status(client: TestClient) -> str:
