@@ -197,7 +197,7 @@ class Gateway:
         config = await self.control.start(self._pool, self.shadows)
         log.info(
             "route table loaded: source=%s sha256=%s routes=%d backends=%s default=%s",
-            self.settings.config,
+            self.control.source.name,
             config.sha256[:12],
             len(config.routes),
             ",".join(b.name for b in config.backends),

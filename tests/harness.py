@@ -104,9 +104,11 @@ class GatewayProcess:
         *args: str,
         env: dict[str, str] | None = None,
         admin_listener: bool = False,
+        ready_within: float = 30,
     ) -> None:
         """`admin_listener`: serve the admin API on a port of its own (`admin_url`)."""
         self.port = free_port()
+        self.ready_within = ready_within
         self.admin_port = free_port() if admin_listener else self.port
         if admin_listener:
             args = (*args, "--admin-listen", f"127.0.0.1:{self.admin_port}")
@@ -144,7 +146,7 @@ class GatewayProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + self.ready_within
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited early:\n{self.log()}")

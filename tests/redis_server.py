@@ -1,7 +1,9 @@
 """A real redis-server for tests: on a free loopback port, never the default one.
 
-It persists nothing (no RDB, no AOF) and can be stopped and started again on the
-same port, or frozen with SIGSTOP (it keeps accepting connections, answers nothing).
+It keeps its data in an append-only file in the test's directory (so a restart
+finds the table again, as a production Redis would), and can be stopped and
+started again on the same port, or frozen with SIGSTOP (it keeps accepting
+connections, answers nothing).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class RedisServer:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes",
             "--dir",
             str(self.directory),
         ]

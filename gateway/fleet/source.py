@@ -107,12 +107,18 @@ class RedisSource:
         if current.revision == 0:
             current = await self._seeded()
         elif self.seed is not None and self.config_ignored is None:
+            if current.text == self._read_seed():
+                self.config_ignored = ""  # the store's table is the file's: nothing to say
+                return self._noted(current)
             self.config_ignored = str(self.seed)
             log.warning(
                 "--config %s ignored: the store holds a table (revision %d)",
                 self.seed,
                 current.revision,
             )
+        return self._noted(current)
+
+    def _noted(self, current: Revision) -> bytes:
         self._note(current.text, current.revision)
         return current.text
 
@@ -214,7 +220,7 @@ class RedisSource:
             "reachable": self.unreachable_since is None,
             "unreachable_since": iso(self.unreachable_since),
             "error": self.error,
-            "config_ignored": self.config_ignored,
+            "config_ignored": self.config_ignored or None,
         }
 
     # --- heartbeats ------------------------------------------------------------
