@@ -16,7 +16,6 @@ import random
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,11 @@ routes:
     path: "/status/{code}"
     backend: legacy
   - {id: other, path: /other, backend: legacy, canary: {backend: new, percent: 0}}
+  - id: flaky  # the new side of /fail raises
+    path: /fail
+    backend: new
+    fallback: legacy
+    rollback: {error_ratio: 0.5, window: 60, min_requests: 3}
 """
 )
 
@@ -80,9 +84,9 @@ def fleet(
     config = write_routes(tmp_path_factory.mktemp("fleet"), TABLE)
     store = ("--store", redis_server.url, "--store-key", KEY, "--workers", "2")
     instances = [GatewayProcess(config, *store, ready_within=90) for _ in range(2)]
-    with ExitStack() as stack, ThreadPoolExecutor(2) as pool:
-        for started in pool.map(lambda gw: gw.__enter__(), instances):
-            stack.push(started.__exit__)
+    with ExitStack() as stack:
+        for gw in instances:  # one after the other: four workers importing at once is a
+            stack.enter_context(gw)  # load spike uvicorn's supervisor can take for a hang
         yield instances
 
 
@@ -306,3 +310,85 @@ def test_an_invalid_table_written_into_redis_is_rejected_everywhere(
         assert time.monotonic() < deadline, view
         time.sleep(0.05)
     assert all(httpx.get(u + "/status/200").headers["x-gateway-backend"] == "new" for u in urls)
+
+
+def route_on(url: str, route_id: str) -> dict[str, Any]:
+    """A route as `/-/routes` shows it, asked on a connection of its own (any worker)."""
+    routes = httpx.get(url + "/-/routes", headers={"connection": "close"}).json()["routes"]
+    found: dict[str, Any] = next(r for r in routes if r["id"] == route_id)
+    return found
+
+
+def wait_for(what: str, check: Any, bound: float = SETTLE) -> None:
+    deadline = time.monotonic() + bound
+    while not check():
+        assert time.monotonic() < deadline, f"not within {bound}s: {what}"
+        time.sleep(0.05)
+
+
+def trip(url: str) -> None:
+    """Failures on fresh connections until some worker of that instance trips."""
+    for _ in range(12):
+        r = httpx.get(url + "/fail", headers={"connection": "close"}, timeout=20)
+        assert r.status_code == 200  # the fallback served it
+
+
+def events(url: str, kind: str) -> list[dict[str, Any]]:
+    found = httpx.get(url + "/-/events").json()["events"]
+    return [e for e in found if e["kind"] == kind]
+
+
+def test_a_rollback_on_one_instance_is_an_edit_every_instance_applies(
+    fleet: list[GatewayProcess], redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    urls = [gw.url for gw in fleet]
+    assert route_on(urls[1], "flaky")["backend"] == "new"
+    trip(urls[0])
+    for url in urls:
+        wait_for(f"rollback on {url}", lambda u=url: route_on(u, "flaky")["backend"] == "legacy")
+        assert "state" not in route_on(url, "flaky")  # stored, not merely applied
+    [event] = events(urls[1], "rollback")
+    assert (event["by"], event["route"], event["persisted"]) == (
+        "automatic rollback",
+        "flaky",
+        True,
+    )
+    assert (event["from"], event["to"], event["routes"]) == ("new", "legacy", ["flaky"])
+    assert main(["history", "--store", redis_server.url, "--store-key", KEY]) == 0
+    newest = capsys.readouterr().out.splitlines()[0]
+    assert "rollback" in newest and "automatic rollback" in newest and newest.endswith("flaky")
+
+
+def test_a_rollback_while_redis_is_down_is_applied_then_stored_when_it_is_back(
+    fleet: list[GatewayProcess], redis_server: RedisServer
+) -> None:
+    urls = [gw.url for gw in fleet]
+    r = httpx.put(urls[0] + "/-/routes/flaky", json={"backend": "new"})
+    assert r.status_code == 200, r.text
+    for url in urls:
+        wait_for(f"flip on {url}", lambda u=url: route_on(u, "flaky")["backend"] == "new")
+    redis_server.stop()
+    try:
+        trip(urls[1])
+        # Applied on both workers of the instance that tripped, and said so.
+        wait_for("local rollback", lambda: route_on(urls[1], "flaky")["backend"] == "legacy", 10)
+        for _ in range(8):
+            flaky = route_on(urls[1], "flaky")
+            assert (flaky["backend"], flaky["state"]) == ("legacy", "rolled back"), flaky
+            assert flaky["rolled_back"]["persisted"] is False
+        assert route_on(urls[0], "flaky")["backend"] == "new"  # it could not hear of it
+    finally:
+        redis_server.start()
+
+    # Stored once Redis answers: every instance takes it from the store.
+    def stored(url: str) -> bool:
+        flaky = route_on(url, "flaky")
+        return flaky["backend"] == "legacy" and "state" not in flaky
+
+    for url in urls:
+        wait_for(f"stored rollback on {url}", lambda u=url: stored(u), 15)
+    persisted = [e["persisted"] for e in events(urls[0], "rollback")]
+    assert persisted[-1] is True
+    log = fleet[1].log()
+    assert "; applied, not persisted: store redis://:***@" in log
+    assert "automatic rollback of route=flaky stored now that" in log
