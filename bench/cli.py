@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bench import flip, rows, tables
+from bench import fleet_flip, flip, rows, tables
 from bench.harness import (
     ROOT,
     Cores,
@@ -44,6 +44,7 @@ RUNNERS: tuple[tuple[frozenset[str], Callable[[Context], None]], ...] = (
     (frozenset({"pages"}), rows.pages),
     (frozenset({"remote"}), rows.remote),
     (frozenset({"flip"}), flip.run),
+    (frozenset({"fleet"}), fleet_flip.run),
 )
 _NUMBERS = ("rounds", "duration", "warmup", "connections", "requests", "flips")
 QUICK = Options(rounds=2, duration=1, warmup=1, requests=50, flips=5, quick=True)

@@ -43,7 +43,7 @@ from bench.harness import HOST, Cores, Group, Processes, Rounds, Server, Wrk, fr
 from bench.product import REFREEZE_DELAY, Router, parse_template, serve_command
 from bench.table import Row, judge, load_row, median_ratio, spread
 
-SECTIONS = ("instr", "new", "legacy", "metrics", "routes", "pages", "remote", "flip")
+SECTIONS = ("instr", "new", "legacy", "metrics", "routes", "pages", "remote", "flip", "fleet")
 BOOK = tables.MEASURED_PATH
 PAGE = "/ui/"
 LARGE = 10_000
