@@ -99,11 +99,11 @@ class Gateway:
         self._heap = HeapFreezer(self.control.lock)
         self.control.on_applied = self._applied
         self._watcher: asyncio.Task[None] | None = None
-        self._beat = asyncio.Event()
 
     def _applied(self) -> None:
         self._heap.refreeze_soon()
-        self._beat.set()  # tell the fleet at once, not at the next heartbeat
+        if self.store is not None:
+            self.store.beat_now.set()  # tell the fleet at once, not at the next heartbeat
 
     @property
     def table(self) -> RouteTable | None:
@@ -214,7 +214,7 @@ class Gateway:
         self.control.spawn(self.control.state.share_shadow_results())
         self.control.spawn(self.control.rollbacks.follow(self.settings.watch_interval))
         if self.store is not None:
-            self.control.spawn(self.store.heartbeats(self._heartbeat, self._beat))
+            self.control.spawn(self.store.heartbeats(self._heartbeat))
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
             # Only possible in the main thread (a served process, not an embedding test).
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)

@@ -159,3 +159,36 @@ def test_fleet_reports_instances_behind_the_store(
     asyncio.run(beat(2, 12))
     assert gateway("fleet", *store) == 0
     assert capsys.readouterr().out.splitlines()[1].startswith("ok     i1  h pid 10  r2")
+
+
+def test_flip_and_canary_with_store_edit_the_store(
+    tmp_path: Path, redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = ("--store", redis_server.url, "--store-key", "t")
+    shown = redis_server.url.replace(":pw-never-shown@", ":***@")
+    assert gateway("flip", "a", "new", *store) == 1
+    assert capsys.readouterr().err == (
+        f"{shown}: store {shown} holds no route table; load one with "
+        "'gateway push FILE --store URL'; nothing was changed\n"
+    )
+    path = tmp_path / "one.yaml"
+    path.write_text(TABLE % "legacy")
+    assert gateway("push", str(path), *store) == 0
+    capsys.readouterr()
+    assert gateway("flip", "a", "new", *store) == 0
+    assert capsys.readouterr().out == f"{shown}: a -> new\n"
+    assert gateway("flip", "a", "new", *store) == 0
+    assert capsys.readouterr().out == f"{shown}: a already on new; nothing to change\n"
+    assert gateway("flip", "nope", "new", *store) == 1
+    assert "unknown route 'nope'; nothing was changed" in capsys.readouterr().err
+    assert gateway("canary", "a", "12.5", "--backend", "legacy", *store) == 0
+    assert capsys.readouterr().out == f"{shown}: a canary set at 12.5% to legacy\n"
+    assert gateway("pull", *store) == 0
+    assert capsys.readouterr().out == (TABLE % "new").replace(
+        "    backend: new\n", "    backend: new\n    canary: {backend: legacy, percent: 12.5}\n"
+    )  # one line added, the rest (comments included) as written
+    assert gateway("history", *store) == 0
+    kinds = [line.split()[2] for line in capsys.readouterr().out.splitlines()]
+    assert kinds == ["canary", "flip", "push"]  # the no-op flip and the refusal wrote nothing
+    assert gateway("flip", "a", "new", "--store", "http://x") == 2
+    assert "must start with redis://" in capsys.readouterr().err

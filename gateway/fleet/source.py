@@ -69,6 +69,9 @@ class RedisSource:
         self._revisions: dict[str, int] = {}  # sha256 of a text read -> its revision
         self._wake = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
+        # Set when this worker's state changed (a revision read, a table applied): the
+        # heartbeat goes out at once, not at the next beat.
+        self.beat_now = asyncio.Event()
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -151,6 +154,8 @@ class RedisSource:
         return Revision(written.revision, text)
 
     def _note(self, text: bytes, revision: int) -> None:
+        if revision > self.seen:
+            self.beat_now.set()
         self.seen = max(self.seen, revision)
         if len(self._revisions) > 64:
             self._revisions.clear()
@@ -225,18 +230,18 @@ class RedisSource:
 
     # --- heartbeats ------------------------------------------------------------
 
-    async def heartbeats(self, beat: Callable[[], dict[str, Any]], now: asyncio.Event) -> None:
+    async def heartbeats(self, beat: Callable[[], dict[str, Any]]) -> None:
         """Publish this worker's heartbeat every third of its TTL, and at once when
-        `now` is set (a new table applied), until cancelled."""
+        `beat_now` is set, until cancelled."""
         last: dict[str, Any] = {}
         try:
             while True:
-                now.clear()
+                self.beat_now.clear()
                 last = beat()
                 with contextlib.suppress(StoreUnavailable):
                     await self._call(self.store.heartbeat(last, self.heartbeat_ttl))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(now.wait(), self.heartbeat_ttl / 3)
+                    await asyncio.wait_for(self.beat_now.wait(), self.heartbeat_ttl / 3)
         finally:
             if last:
                 # A worker that stops leaves the fleet now, not a TTL later.
