@@ -97,13 +97,11 @@ class Gateway:
         self._pool: BackendPool | None = None
         self.shadows: ShadowRunner | None = None
         self._heap = HeapFreezer(self.control.lock)
-        self.control.on_applied = self._applied
-        self._watcher: asyncio.Task[None] | None = None
-
-    def _applied(self) -> None:
-        self._heap.refreeze_soon()
+        self.control.on_applied = self._heap.refreeze_soon
         if self.store is not None:
-            self.store.beat_now.set()  # tell the fleet at once, not at the next heartbeat
+            # Tell the fleet what this worker serves at once, not at the next heartbeat.
+            self.control.on_reloaded = self.store.beat_now.set
+        self._watcher: asyncio.Task[None] | None = None
 
     @property
     def table(self) -> RouteTable | None:

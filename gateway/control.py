@@ -102,6 +102,7 @@ class ControlPlane:
         # turns, and the heap refreeze waits until no parse is half done.
         self.lock = asyncio.Lock()
         self.on_applied: Callable[[], None] = lambda: None
+        self.on_reloaded: Callable[[], None] = lambda: None  # whatever the outcome
         self._pool: BackendPool | None = None
         self._shadows: ShadowRunner | None = None
         self.applied_sha: str | None = None  # of the source's text the live table is from
@@ -156,6 +157,12 @@ class ControlPlane:
             return await self._reload(trigger)
 
     async def _reload(self, trigger: str) -> ReloadResult:
+        try:
+            return await self._reload_now(trigger)
+        finally:
+            self.on_reloaded()
+
+    async def _reload_now(self, trigger: str) -> ReloadResult:
         source = self.source.name
         try:
             data = await self.source.read()

@@ -69,8 +69,8 @@ class RedisSource:
         self._revisions: dict[str, int] = {}  # sha256 of a text read -> its revision
         self._wake = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
-        # Set when this worker's state changed (a revision read, a table applied): the
-        # heartbeat goes out at once, not at the next beat.
+        # Set when this worker's state may have changed (a reload done): the heartbeat
+        # goes out at once, not at the next beat.
         self.beat_now = asyncio.Event()
 
     async def close(self) -> None:
@@ -154,8 +154,6 @@ class RedisSource:
         return Revision(written.revision, text)
 
     def _note(self, text: bytes, revision: int) -> None:
-        if revision > self.seen:
-            self.beat_now.set()
         self.seen = max(self.seen, revision)
         if len(self._revisions) > 64:
             self._revisions.clear()
