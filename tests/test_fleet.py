@@ -28,7 +28,7 @@ from gateway.cli import main
 from tests.harness import ROOT, TEST_BACKENDS, GatewayProcess, write_routes
 from tests.redis_server import RedisServer
 
-SETTLE = 3.0
+SETTLE = 5.0
 CLIENTS = 12  # per instance, each on its own keep-alive connection
 PASSWORD = "fleet-secret-pw"
 KEY = "fleet"
@@ -206,8 +206,13 @@ def test_flips_reach_every_worker_of_every_instance_through_outages(
                     assert r.status_code == 200, r.text
             revision += 1
             took.append(await converged(urls[0], revision))
-            changes.append(Change(begun, time.monotonic(), backend, how))
-            await asyncio.sleep(0.6)  # traffic on the new table, checked afterwards
+            since = time.monotonic()
+            changes.append(Change(begun, since, backend, how))
+            # Traffic on the new table, checked afterwards: some whole requests.
+            deadline = since + 20
+            while sum(s.started >= since for s in samples) < 40:
+                assert time.monotonic() < deadline, "no traffic"
+                await asyncio.sleep(0.05)
 
         for how in ("admin", "cli", "admin", "admin", "cli", "admin"):
             await flip(how)
