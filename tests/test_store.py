@@ -177,3 +177,9 @@ def test_a_store_url_must_name_redis() -> None:
     with pytest.raises(ValueError) as caught:
         StoreAddress("http://user:pw@host/0")
     assert "pw@" not in str(caught.value)
+
+
+def test_a_password_in_the_query_is_hidden_too() -> None:
+    address = StoreAddress("unix:///run/redis.sock?db=0&password=s3cret", "t")
+    assert address.shown == "unix:///run/redis.sock?db=0&password=***"
+    assert address.clean("boom s3cret") == "boom ***"

@@ -27,7 +27,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 HISTORY = 50
 EVENTS = 500
@@ -86,16 +86,26 @@ class StoreAddress:
     @property
     def shown(self) -> str:
         parts = urlsplit(self.url)
-        if parts.password is None:
-            return self.url
-        user = parts.username or ""
-        host = parts.netloc.rpartition("@")[2]
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+        shown = self.url
+        if parts.password is not None:
+            user = parts.username or ""
+            host = parts.netloc.rpartition("@")[2]
+            shown = urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+        if "password=" in parts.query:  # unix:///run/redis.sock?password=...
+            query = [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)]
+            shown = shown.replace(parts.query, urlencode(query, safe="*"))
+        return shown
+
+    def _passwords(self) -> list[str]:
+        parts = urlsplit(self.url)
+        found = [v for k, v in parse_qsl(parts.query) if k == "password" and v]
+        return [parts.password, *found] if parts.password else found
 
     def clean(self, message: str) -> str:
         """`message` with the password taken out, should a library ever include it."""
-        password = urlsplit(self.url).password
-        return message.replace(password, "***") if password else message
+        for password in self._passwords():
+            message = message.replace(password, "***")
+        return message
 
 
 @dataclass(frozen=True, slots=True)
