@@ -73,7 +73,6 @@ def test_variables_of_no_setting_are_left_alone() -> None:
         "GATEWAY_SERVICE_HOST": "10.0.0.1",
         "GATEWAY_PORT_8000_TCP": "tcp://10.0.0.1:8000",
         "GATEWAY_FORWARDED_ALLOW_IPS": "*",
-        "GATEWAY_STORE": "redis://redis:6379/0",
     }
     assert Settings.load(env) == Settings()
 
