@@ -145,9 +145,11 @@ def test_fleet_reports_instances_behind_the_store(
         finally:
             await s.close()
 
+    store = ("--store", redis_server.url, "--store-key", "t")
+    assert gateway("fleet", *store) == 1
+    assert "no instance serves from this store (key prefix 't'" in capsys.readouterr().err
     asyncio.run(beat(2, 11))
     asyncio.run(beat(1, 12))
-    store = ("--store", redis_server.url, "--store-key", "t")
     assert gateway("fleet", "--json", "--wait", "0.3", *store) == 1
     out = capsys.readouterr()
     view = json.loads(out.out)

@@ -160,7 +160,7 @@ async def cmd_fleet(args: argparse.Namespace, store: Store) -> int:
     while True:
         view = fleet_view(await store.revision(), await store.heartbeats())
         late = behind(view)
-        if not late or time.monotonic() >= deadline:
+        if (view["instances"] and not late) or time.monotonic() >= deadline:
             break
         await asyncio.sleep(0.1)
     if args.json:
@@ -175,6 +175,13 @@ async def cmd_fleet(args: argparse.Namespace, store: Store) -> int:
                 f"{mark:<6} {i['id']}  {i['host']} pid {i['pid']}  r{i['revision']}  "
                 f"workers {workers}{error}"
             )
+    if not view["instances"]:
+        print(
+            f"{store.address.shown}: no instance serves from this store "
+            f"(key prefix {store.address.key!r}; is --store-key right?)",
+            file=sys.stderr,
+        )
+        return 1
     if late:
         print(f"{len(late)} instance(s) not on revision {view['revision']}", file=sys.stderr)
         return 1
