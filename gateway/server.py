@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import json
 import logging
 import os
@@ -99,6 +100,12 @@ def serve(settings: Settings) -> int:
         settings, config=str(Path(settings.config).absolute()), app_dir=app_dir(settings)
     )
     sys.path.insert(0, settings.app_dir or "")
+    if settings.store is not None and importlib.util.find_spec("redis") is None:
+        print(
+            "gateway serve: --store needs redis-py: pip install 'strangler-gateway[redis]'",
+            file=sys.stderr,
+        )
+        return 1
     if settings.store is None or Path(settings.config).exists():
         try:
             load_config(settings.config, reserved=settings.reserved)
