@@ -12,6 +12,10 @@
     POST /-/reload           re-read the source now
     GET  /-/events[?since=ID] the kept events (edits, reloads, rejected tables) after ID
     GET  /-/fleet            with a store: every instance, and the revision it serves
+    POST /-/flip-all         {"backend": NAME}: the emergency switch, every route at once
+    GET  /-/console          the operator console (a page; `gateway.console`)
+    GET  /-/console/figures  rate, error ratio, p50/p99 per route and backend, sampled
+                             once per host for every viewer
 
 Who may call what, for every path under the prefix (a rule of the whole API, so
 an endpoint added later is covered without naming it): health probes
@@ -21,7 +25,11 @@ an endpoint added later is covered without naming it): health probes
 peer that did not come through a proxy (a request carrying forwarded headers
 did), and when the admin API listens on a non-loopback address, changes are
 refused outright (the gateway warns at start). Reads are protected too: the
-shadow results hold other users' response bodies and query strings.
+shadow results hold other users' response bodies and query strings. The
+console's page and assets are open too: they hold nothing, and a browser cannot
+send a token with a page load (the page asks for it, then sends it with every
+call). A change a browser sends carries `Origin`, which must be the gateway's
+own: a page of another site cannot act, even from loopback.
 Every answer is JSON, errors included. A change goes through the control plane
 as every edit does: stored, applied at once on this worker; the other workers
 follow the source. Off the request path, so plain Starlette routing.
@@ -36,6 +44,7 @@ import json
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -43,6 +52,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.console import ASSETS, Sampler, asset_response
 from gateway.control import ControlPlane, iso_time
 from gateway.fleet.instances import fleet_view, iso
 from gateway.fleet.source import RedisSource
@@ -54,7 +64,8 @@ from gateway.types import Message, Receive, Scope, Send
 
 log = logging.getLogger("gateway.admin")
 MAX_BODY = 64 * 1024
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+# The console's page and assets hold nothing: the page asks for the token itself.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/console", *(f"/console/{a}" for a in ASSETS)})
 READ_METHODS = frozenset({"GET", "HEAD"})
 # A request with one of these came through a proxy: its socket peer is the proxy's.
 FORWARDED = frozenset({b"forwarded", b"x-forwarded-for", b"x-real-ip"})
@@ -69,6 +80,7 @@ class Admin:
     def __init__(
         self,
         control: ControlPlane,
+        sampler: Sampler,
         token: str | None,
         draining: Callable[[], bool],
         *,
@@ -76,6 +88,7 @@ class Admin:
     ) -> None:
         """`exposed`: the admin API listens on an address other than loopback."""
         self.control = control
+        self.sampler = sampler
         self._draining = draining  # whether the gateway is shutting down (drain.py)
         self.token = token.encode() if token else None
         self.exposed = exposed
@@ -90,6 +103,10 @@ class Admin:
                 Route("/reload", self.reload, methods=["POST"]),
                 Route("/events", self.events, methods=["GET"]),
                 Route("/fleet", self.fleet, methods=["GET"]),
+                Route("/flip-all", self.flip_all, methods=["POST"]),
+                Route("/console", self.console, methods=["GET"]),
+                Route("/console/figures", self.figures, methods=["GET"]),
+                Route("/console/{name}", self.console_asset, methods=["GET"]),
             ],
             exception_handlers={HTTPException: _http_error, Exception: _internal_error},
         )
@@ -190,6 +207,20 @@ class Admin:
             return JSONResponse({"error": str(exc)}, status_code=503)
         return JSONResponse(view)
 
+    async def console(self, request: Request) -> Response:
+        response = asset_response("console.html")
+        assert response is not None  # the page is package data
+        return response
+
+    async def console_asset(self, request: Request) -> Response:
+        response = asset_response(request.path_params["name"])
+        if response is None:
+            return JSONResponse({"error": "no such console asset"}, status_code=404)
+        return response
+
+    async def figures(self, request: Request) -> Response:
+        return Response(await self.sampler.figures(), media_type="application/json")
+
     # --- changes ---------------------------------------------------------------
 
     async def reload(self, request: Request) -> Response:
@@ -209,7 +240,7 @@ class Admin:
         change = _route_change(await _json_body(request))
         if change is None:
             return JSONResponse({"error": _CHANGE_SHAPE}, status_code=400)
-        by = f"admin API client={request.client.host if request.client else '-'}"
+        by = _by(request)
         try:
             if "backend" in change:
                 outcome = await self.control.flip(route_id, change["backend"], by=by)
@@ -218,34 +249,40 @@ class Admin:
                 outcome = await self.control.set_canary(
                     route_id, canary["percent"], canary.get("backend"), by=by
                 )
-        except EditError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=exc.status)
-        except StoreUnavailable as exc:
-            return JSONResponse({"error": f"{exc}; nothing was changed"}, status_code=503)
-        except StoreError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=409)
-        except ConfigError as exc:
-            return JSONResponse(
-                {
-                    "error": "the change would leave the route file invalid; nothing was changed",
-                    "problems": [str(p) for p in exc.problems],
-                },
-                status_code=409,
-            )
+        except EDIT_REFUSALS as exc:
+            return _edit_refused(exc)
         if outcome.error is not None:
-            return JSONResponse(
-                {
-                    "error": "the file was written but could not be applied",
-                    "problems": list(outcome.error.problems),
-                },
-                status_code=500,
-            )
+            return _not_applied(outcome.error.problems)
         route = outcome.result.config.route(route_id).view()
         return JSONResponse({"route": route, "changed": bool(outcome.result.changed)})
+
+    async def flip_all(self, request: Request) -> Response:
+        """Every route to one backend at once; `changed` lists the routes it moved."""
+        payload = await _json_body(request)
+        if not (
+            isinstance(payload, dict)
+            and set(payload) == {"backend"}
+            and isinstance(payload["backend"], str)
+        ):
+            return JSONResponse({"error": 'the body must be {"backend": "<name>"}'}, 400)
+        backend = payload["backend"]
+        try:
+            outcome = await self.control.flip(None, backend, by=_by(request))
+        except EDIT_REFUSALS as exc:
+            return _edit_refused(exc)
+        if outcome.error is not None:
+            return _not_applied(outcome.error.problems)
+        return JSONResponse({"backend": backend, "changed": list(outcome.result.changed)})
 
     def _refusal(self, scope: Scope) -> tuple[int, str, list[tuple[bytes, bytes]]] | None:
         """(status, reason, headers) of a request this client may not make, or None."""
         headers = scope["headers"]
+        if scope["method"] not in READ_METHODS and (wrong := _foreign_origin(headers)):
+            return (
+                403,
+                f"refused: the request comes from a page of {wrong}, not of this gateway",
+                [],
+            )
         if self.token is None:
             client = scope.get("client")
             proxied = any(name in FORWARDED for name, _ in headers)
@@ -267,6 +304,54 @@ class Admin:
         if not hmac.compare_digest(token.strip(), self.token):
             return 403, "wrong admin token", []
         return None
+
+
+EDIT_REFUSALS = (EditError, StoreError, ConfigError)
+
+
+def _edit_refused(exc: Exception) -> Response:
+    """The answer to an edit the control plane refused: nothing was changed."""
+    if isinstance(exc, EditError):
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+    if isinstance(exc, StoreUnavailable):
+        return JSONResponse({"error": f"{exc}; nothing was changed"}, status_code=503)
+    if isinstance(exc, StoreError):
+        return JSONResponse({"error": str(exc)}, status_code=409)
+    assert isinstance(exc, ConfigError)  # the last of EDIT_REFUSALS
+    return JSONResponse(
+        {
+            "error": "the change would leave the route file invalid; nothing was changed",
+            "problems": [str(p) for p in exc.problems],
+        },
+        status_code=409,
+    )
+
+
+def _not_applied(problems: tuple[str, ...]) -> Response:
+    return JSONResponse(
+        {"error": "the file was written but could not be applied", "problems": list(problems)},
+        status_code=500,
+    )
+
+
+def _by(request: Request) -> str:
+    return f"admin API client={request.client.host if request.client else '-'}"
+
+
+def _foreign_origin(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The origin of a browser's page that is not this gateway's, or None.
+
+    Browsers send `Origin` with every request a page makes other than GET and HEAD;
+    a client that is not a browser sends none, and is judged by the token alone."""
+    found = dict(headers)
+    origin = found.get(b"origin")
+    if origin is None:
+        return None
+    shown = origin.decode("latin-1")
+    host = found.get(b"host", b"").decode("latin-1")
+    if shown == "null" or urlsplit(shown).netloc.lower() != host.lower():
+        return shown
+    return None
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -33,6 +33,7 @@ from typing import Any
 from gateway import upstream
 from gateway.admin import Admin, is_loopback
 from gateway.backends import BackendPool
+from gateway.console import Sampler
 from gateway.control import ControlPlane
 from gateway.dispatch import serve
 from gateway.drain import Drain
@@ -90,7 +91,11 @@ class Gateway:
         self._admin_port = address[1] if address else None
         exposed = not is_loopback(admin_host)
         self.admin = Admin(
-            self.control, settings.admin_token, lambda: self.draining, exposed=exposed
+            self.control,
+            Sampler(self.metrics, state_dir),
+            settings.admin_token,
+            lambda: self.draining,
+            exposed=exposed,
         )
         self._reserved = settings.reserved
         self._prefix_bare = settings.admin_prefix.rstrip("/")
