@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test lint typecheck unit tools browser bench clean
+.PHONY: install run test lint typecheck unit tools browser screenshots bench clean
 
 install: $(STAMP)
 
@@ -42,6 +42,10 @@ browser:
 	  apt-get -o DPkg::Lock::Timeout=300 -qq update && \
 	  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 -qq install -y \
 	    --no-install-recommends chromium; }
+
+# The console's screenshots in docs/, taken anew by its page tests (see README)
+screenshots: install browser
+	CONSOLE_SCREENSHOTS=1 $(BIN)/pytest -q tests/test_console_page.py
 
 unit: install tools browser
 	$(BIN)/pytest
