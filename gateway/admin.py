@@ -44,7 +44,6 @@ import json
 import logging
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -52,14 +51,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.admin_edits import EDIT_REFUSALS, flip_all, foreign_origin, not_applied, refusal
 from gateway.console import ASSETS, Sampler, asset_response
 from gateway.control import ControlPlane, iso_time
 from gateway.fleet.instances import fleet_view, iso
 from gateway.fleet.source import RedisSource
-from gateway.fleet.store import StoreError, StoreUnavailable
+from gateway.fleet.store import StoreUnavailable
 from gateway.http import send_json
-from gateway.routefile.editing import EditError
-from gateway.routefile.model import ConfigError
 from gateway.types import Message, Receive, Scope, Send
 
 log = logging.getLogger("gateway.admin")
@@ -250,34 +248,19 @@ class Admin:
                     route_id, canary["percent"], canary.get("backend"), by=by
                 )
         except EDIT_REFUSALS as exc:
-            return _edit_refused(exc)
+            return refusal(exc)
         if outcome.error is not None:
-            return _not_applied(outcome.error.problems)
+            return not_applied(outcome.error.problems)
         route = outcome.result.config.route(route_id).view()
         return JSONResponse({"route": route, "changed": bool(outcome.result.changed)})
 
     async def flip_all(self, request: Request) -> Response:
-        """Every route to one backend at once; `changed` lists the routes it moved."""
-        payload = await _json_body(request)
-        if not (
-            isinstance(payload, dict)
-            and set(payload) == {"backend"}
-            and isinstance(payload["backend"], str)
-        ):
-            return JSONResponse({"error": 'the body must be {"backend": "<name>"}'}, 400)
-        backend = payload["backend"]
-        try:
-            outcome = await self.control.flip(None, backend, by=_by(request))
-        except EDIT_REFUSALS as exc:
-            return _edit_refused(exc)
-        if outcome.error is not None:
-            return _not_applied(outcome.error.problems)
-        return JSONResponse({"backend": backend, "changed": list(outcome.result.changed)})
+        return await flip_all(self.control, await _json_body(request), _by(request))
 
     def _refusal(self, scope: Scope) -> tuple[int, str, list[tuple[bytes, bytes]]] | None:
         """(status, reason, headers) of a request this client may not make, or None."""
         headers = scope["headers"]
-        if scope["method"] not in READ_METHODS and (wrong := _foreign_origin(headers)):
+        if scope["method"] not in READ_METHODS and (wrong := foreign_origin(headers)):
             return (
                 403,
                 f"refused: the request comes from a page of {wrong}, not of this gateway",
@@ -306,52 +289,8 @@ class Admin:
         return None
 
 
-EDIT_REFUSALS = (EditError, StoreError, ConfigError)
-
-
-def _edit_refused(exc: Exception) -> Response:
-    """The answer to an edit the control plane refused: nothing was changed."""
-    if isinstance(exc, EditError):
-        return JSONResponse({"error": str(exc)}, status_code=exc.status)
-    if isinstance(exc, StoreUnavailable):
-        return JSONResponse({"error": f"{exc}; nothing was changed"}, status_code=503)
-    if isinstance(exc, StoreError):
-        return JSONResponse({"error": str(exc)}, status_code=409)
-    assert isinstance(exc, ConfigError)  # the last of EDIT_REFUSALS
-    return JSONResponse(
-        {
-            "error": "the change would leave the route file invalid; nothing was changed",
-            "problems": [str(p) for p in exc.problems],
-        },
-        status_code=409,
-    )
-
-
-def _not_applied(problems: tuple[str, ...]) -> Response:
-    return JSONResponse(
-        {"error": "the file was written but could not be applied", "problems": list(problems)},
-        status_code=500,
-    )
-
-
 def _by(request: Request) -> str:
     return f"admin API client={request.client.host if request.client else '-'}"
-
-
-def _foreign_origin(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """The origin of a browser's page that is not this gateway's, or None.
-
-    Browsers send `Origin` with every request a page makes other than GET and HEAD;
-    a client that is not a browser sends none, and is judged by the token alone."""
-    found = dict(headers)
-    origin = found.get(b"origin")
-    if origin is None:
-        return None
-    shown = origin.decode("latin-1")
-    host = found.get(b"host", b"").decode("latin-1")
-    if shown == "null" or urlsplit(shown).netloc.lower() != host.lower():
-        return shown
-    return None
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
