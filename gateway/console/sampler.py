@@ -95,8 +95,8 @@ class Sampler:
 
 def keep(samples: list[dict[str, Any]], new: dict[str, Any]) -> list[dict[str, Any]]:
     """The samples to keep once `new` is taken (oldest first)."""
-    if len(samples) >= 2 and new["at"] - samples[-2]["at"] < SPACING:
-        samples = samples[:-1]
+    if len(samples) >= 2 and samples[-1]["at"] - samples[-2]["at"] < SPACING:
+        samples = samples[:-1]  # the newest was kept only as the newest
     samples = [*samples, new]
     # Drop the oldest while the next one still reaches back a whole window.
     while len(samples) > 2 and samples[1]["at"] <= new["at"] - WINDOW:
