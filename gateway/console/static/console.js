@@ -133,7 +133,10 @@ async function refresh(figures) {
     state.routes = routes.body;
     state.legacy = state.legacy || routes.body.default;
   }
-  if (events.ok) addEvents(events.body.events);
+  if (events.ok && events.body.events.length) {
+    addEvents(events.body.events);
+    state.ticks = 0; // the table changed: read the inventory again at the next refresh
+  }
   if (inventory) renderInventory(inventory);
   if (state.routes) {
     renderRoutes(state.routes, shadow.ok ? shadow.body.routes : {}, fresh.ok ? fresh.body : null);
@@ -199,7 +202,7 @@ function renderInventory(answer) {
   );
   fill(
     $("progress-counts"),
-    STATUSES.map((status) => el("li", { class: status }, `${summary[status]} ${status}`)),
+    STATUSES.map((status) => el("li", { class: summary[status] ? status : "" }, `${summary[status]} ${status}`)),
   );
 }
 
@@ -366,7 +369,8 @@ function updateActions(row, route, backends) {
       ),
       el(
         "form",
-        { onsubmit: (event) => { event.preventDefault(); setCanary(id, percent.value, target.value); } },
+        // novalidate: the admin API judges the value, and its refusal says why.
+        { novalidate: true, onsubmit: (event) => { event.preventDefault(); setCanary(id, percent.value, target.value); } },
         el("label", { for: percent.id }, "Canary %"),
         percent,
         el("button", { type: "submit", "aria-label": `Set the canary of ${id}` }, "Set"),
