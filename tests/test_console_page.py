@@ -265,6 +265,23 @@ def test_flip_all_leaves_the_routes_legacy_does_not_implement(
     assert watched.problems == []
 
 
+def test_a_rejected_file_shows_its_problems_with_their_positions(
+    watched: Watched, gateway: GatewayProcess
+) -> None:
+    page = watched.open_console(gateway)
+    good = gateway.config.read_bytes()
+    gateway.config.write_text("version: 1\nroutes: [")
+    try:
+        rejected = page.locator('#events li[data-kind="rejected"]').first
+        expect(rejected).to_contain_text("by file change", timeout=WAIT_MS)
+        expect(rejected.locator(".problems")).to_contain_text(f"{gateway.config}:2:")
+        expect(page.locator("#table-info")).to_contain_text("⚠ last file rejected")
+    finally:
+        gateway.config.write_bytes(good)
+    expect(page.locator("#table-info")).not_to_contain_text("rejected", timeout=WAIT_MS)
+    assert watched.problems == []
+
+
 def test_the_keyboard_reaches_an_action_and_escape_cancels_it(
     watched: Watched, gateway: GatewayProcess
 ) -> None:
