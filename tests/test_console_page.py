@@ -254,9 +254,8 @@ def test_flip_all_leaves_the_routes_legacy_does_not_implement(
     expect(row(page, "books.list").locator("td.backend")).to_have_text("new", timeout=WAIT_MS)
     page.get_by_role("button", name="Flip every route to legacy").click()
     confirm(page)
-    expect(page.locator("#outcome")).to_contain_text(
-        "✓ Done: Flipped to legacy: books.list.", timeout=WAIT_MS
-    )
+    expect(page.locator("#outcome")).to_contain_text("✓ Done: Flipped to legacy: ", timeout=WAIT_MS)
+    expect(page.locator("#outcome")).to_contain_text("books.list")
     expect(page.locator("#outcome")).to_contain_text(
         "Left books.events as it was: 'legacy' does not implement GET /books/events"
     )
