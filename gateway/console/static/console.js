@@ -20,6 +20,8 @@ const state = {
   mismatchesShown: "",
   ticks: 0,
   timer: null,
+  refreshing: false,
+  again: false,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -113,8 +115,30 @@ function showGate(why) {
 
 // --- the live view -----------------------------------------------------------------
 
+// One refresh at a time: one asked for meanwhile (after an action) runs right after.
 async function refresh(figures) {
+  if (state.refreshing) {
+    state.again = true;
+    return;
+  }
+  state.refreshing = true;
   clearTimeout(state.timer);
+  let live = false;
+  try {
+    live = await refreshOnce(figures);
+  } finally {
+    state.refreshing = false;
+  }
+  if (state.again) {
+    state.again = false;
+    refresh();
+  } else if (live) {
+    state.timer = setTimeout(refresh, REFRESH_MS);
+  }
+}
+
+// Returns false when the admin API stopped answering this page (the gate shows).
+async function refreshOnce(figures) {
   const wantInventory = state.ticks % INVENTORY_EVERY === 0;
   state.ticks += 1;
   const [routes, shadow, events, inventory, fresh] = await Promise.all([
@@ -126,8 +150,9 @@ async function refresh(figures) {
   ]);
   const failed = [routes, shadow, events, fresh].find((answer) => !answer.ok);
   if (failed && (failed.status === 401 || failed.status === 403)) {
+    state.again = false;
     showGate(reason(failed));
-    return;
+    return false;
   }
   if (routes.ok) {
     state.routes = routes.body;
@@ -150,7 +175,7 @@ async function refresh(figures) {
     live.textContent = "● Live, updated " + new Date().toLocaleTimeString();
     live.className = "live";
   }
-  state.timer = setTimeout(refresh, REFRESH_MS);
+  return true;
 }
 
 function side(name) {
