@@ -27,7 +27,8 @@ TOKEN = "console-test-token"
 DOCS = ROOT / "docs"
 SHOTS = DOCS / "console-screenshots.json"
 SCREENSHOTS = ("overview", "flipped", "token", "rollback", "phone")
-# The demo's table, and a route whose backend fails, with a rollback to trip.
+# The demo's table, a route whose backend fails, with a rollback to trip, and a route
+# shadowed by a backend that answers otherwise.
 FLAKY = """\
   flaky: {asgi: "tests.apps:asgi"}
 """
@@ -38,6 +39,11 @@ FLAKY_ROUTE = """\
     backend: flaky
     fallback: legacy
     rollback: {error_ratio: 0.5, window: 60, min_requests: 3}
+  - id: compared
+    path: /compared
+    methods: [GET]
+    backend: legacy
+    shadow: {backend: flaky, percent: 100}
 """
 UNAUTHORISED = (
     "console error: Failed to load resource: the server responded with a status of "
@@ -179,6 +185,21 @@ def test_traffic_shows_in_the_route_rate_within_seconds(
     assert rate > 0
     expect(traffic).to_contain_text("p99")
     expect(page.locator("#figures-info")).to_contain_text("Traffic over the last")
+    assert watched.problems == []
+
+
+def test_shadow_mismatches_show_with_their_request_and_a_readable_diff(
+    watched: Watched, gateway: GatewayProcess
+) -> None:
+    page = watched.open_console(gateway)
+    assert httpx.get(gateway.url + "/compared?page=2", timeout=10).status_code == 404
+    expect(row(page, "compared").locator("td.shadow")).to_contain_text(
+        "✗ 1 mismatch", timeout=WAIT_MS
+    )
+    mismatch = page.locator("#mismatches details").first
+    expect(mismatch.locator("summary")).to_contain_text("compared · GET /compared?page=2")
+    mismatch.locator("summary").click()
+    expect(mismatch.locator("pre.diff").first).to_have_text("status: legacy 404, flaky 200\n")
     assert watched.problems == []
 
 
