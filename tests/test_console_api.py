@@ -45,7 +45,9 @@ def test_the_page_is_served_open_with_a_strict_policy_and_nothing_external(
             assert asset.status_code == 200, name
             assert asset.headers["content-security-policy"] == CSP
             assert asset.content == ASSETS[name]
-        missing = client.get("/-/console/secrets.json")
+        # Open are the page's own assets only: any other path needs the token.
+        assert client.get("/-/console/secrets.json").status_code == 401
+        missing = client.get("/-/console/secrets.json", headers=BEARER)
         assert (missing.status_code, missing.json()) == (404, {"error": "no such console asset"})
     for name, body in ASSETS.items():  # no CDN, no web font: nothing but the gateway
         body = body.replace(b'xmlns="http://www.w3.org/2000/svg"', b"")  # a name, not a URL
@@ -219,3 +221,20 @@ def test_changes_need_the_token_and_the_gateways_own_origin(tmp_path: Path) -> N
         same = {**BEARER, "origin": "http://testserver"}
         assert client.post("/-/flip-all", json=flip_all, headers=same).status_code == 200
     assert path.read_bytes() != before
+
+
+def test_a_page_of_another_site_cannot_act_through_a_loopback_browser(tmp_path: Path) -> None:
+    """No token, loopback: the operator's own browser, on a page of another site,
+    sending a change to the gateway (a cross-site request) is refused."""
+    path = demo(tmp_path)
+    before = path.read_bytes()
+    with gateway_client(path) as client:
+        r = client.post(
+            "/-/flip-all", json={"backend": "legacy"}, headers={"origin": "http://evil.example"}
+        )
+        assert r.status_code == 403 and "evil.example" in r.json()["error"]
+        r = client.post("/-/reload", headers={"origin": "http://evil.example"})
+        assert r.status_code == 403
+        assert path.read_bytes() == before
+        # Reads carry no Origin check: a browser's GET changes nothing.
+        assert client.get("/-/routes", headers={"origin": "http://evil.example"}).status_code == 200
