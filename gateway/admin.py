@@ -52,7 +52,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.admin_edits import EDIT_REFUSALS, flip_all, foreign_origin, not_applied, refusal
-from gateway.console import ASSETS, Sampler, asset_response
+from gateway.console import ASSETS, Sampler, console_routes
 from gateway.control import ControlPlane, iso_time
 from gateway.fleet.instances import fleet_view, iso
 from gateway.fleet.source import RedisSource
@@ -86,7 +86,6 @@ class Admin:
     ) -> None:
         """`exposed`: the admin API listens on an address other than loopback."""
         self.control = control
-        self.sampler = sampler
         self._draining = draining  # whether the gateway is shutting down (drain.py)
         self.token = token.encode() if token else None
         self.exposed = exposed
@@ -102,9 +101,7 @@ class Admin:
                 Route("/events", self.events, methods=["GET"]),
                 Route("/fleet", self.fleet, methods=["GET"]),
                 Route("/flip-all", self.flip_all, methods=["POST"]),
-                Route("/console", self.console, methods=["GET"]),
-                Route("/console/figures", self.figures, methods=["GET"]),
-                Route("/console/{name}", self.console_asset, methods=["GET"]),
+                *console_routes(sampler),
             ],
             exception_handlers={HTTPException: _http_error, Exception: _internal_error},
         )
@@ -204,20 +201,6 @@ class Admin:
         except StoreUnavailable as exc:
             return JSONResponse({"error": str(exc)}, status_code=503)
         return JSONResponse(view)
-
-    async def console(self, request: Request) -> Response:
-        response = asset_response("console.html")
-        assert response is not None  # the page is package data
-        return response
-
-    async def console_asset(self, request: Request) -> Response:
-        response = asset_response(request.path_params["name"])
-        if response is None:
-            return JSONResponse({"error": "no such console asset"}, status_code=404)
-        return response
-
-    async def figures(self, request: Request) -> Response:
-        return Response(await self.sampler.figures(), media_type="application/json")
 
     # --- changes ---------------------------------------------------------------
 
