@@ -60,7 +60,11 @@ class Gateway:
         self.metrics = Metrics() if settings.metrics else None
         self._own_state: tempfile.TemporaryDirectory[str] | None = None
         if settings.state_dir is None:  # embedded, not under `gateway serve`
-            self._own_state = tempfile.TemporaryDirectory(prefix="gateway-state-")
+            # A write still finishing in a worker thread (the event log, shared
+            # figures) may land while the directory is removed at shutdown.
+            self._own_state = tempfile.TemporaryDirectory(
+                prefix="gateway-state-", ignore_cleanup_errors=True
+            )
         state_dir = settings.state_dir or self._own_state.name  # type: ignore[union-attr]
         self.instance = _instance(Path(state_dir))
         self.store: RedisSource | None = None
@@ -241,13 +245,13 @@ class Gateway:
         await self.control.close()
         if self.store is not None:
             await self.store.close()
-        if self._own_state is not None:
-            self._own_state.cleanup()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
             await pool.http.close()
             pool.executor.shutdown(wait=False, cancel_futures=True)
+        if self._own_state is not None:
+            self._own_state.cleanup()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup
