@@ -26,7 +26,6 @@ from gateway.routefile.model import DEFAULT_ROUTE_ID, GatewayConfig, RouteSpec
 from gateway.session import Gates
 from gateway.shadow import Shadower, ShadowRunner
 from gateway.types import ASGIApp, Headers
-from gateway.upstream import DEFAULT_TIMEOUT
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -134,16 +133,13 @@ def build_table(
                 (b"x-gateway-route", route_id.encode()),
                 (b"x-gateway-backend", name.encode()),
             ]
-        timeout = spec.timeout
-        if timeout is None and spec.kind == "url":
-            timeout = DEFAULT_TIMEOUT  # a remote upstream that never answers holds a client
         return Target(
             name=name,
             backend=backend,
             app=gates.wrap(spec),
             response_headers=headers,
             metrics=metrics.for_route(route_id, name) if metrics else None,
-            timeout=timeout,
+            timeout=spec.time_limit,
         )
 
     def route(spec: RouteSpec) -> Route:

@@ -33,8 +33,6 @@ from gateway.types import Headers, Receive, Scope, Send
 
 log = logging.getLogger("gateway.upstream")
 
-DEFAULT_TIMEOUT = 30.0
-
 # RFC 9110 section 7.6.1: connection-specific fields never cross a proxy.
 HOP_BY_HOP = frozenset(
     {
@@ -77,11 +75,10 @@ class HTTPBackend:
     def __init__(self, spec: BackendSpec, client: aiohttp.ClientSession) -> None:
         self.spec = spec
         self.client = client
-        seconds = spec.timeout or DEFAULT_TIMEOUT
         # The dispatcher bounds the time to the first byte; this bounds each wait for
         # data after it, not the whole exchange: an event stream may rightly last for
         # hours, but not stall.
-        self.timeout = aiohttp.ClientTimeout(total=None, sock_read=seconds)
+        self.timeout = aiohttp.ClientTimeout(total=None, sock_read=spec.time_limit)
 
     async def start(self) -> None:
         return None

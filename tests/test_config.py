@@ -248,14 +248,15 @@ def test_values_yaml_cannot_construct_are_problems_not_crashes(
     assert problems(text) == expected
 
 
-@pytest.mark.parametrize("timeout", [".inf", ".nan", "1" + "0" * 400, "0", "-1", "3601", "[1]"])
+@pytest.mark.parametrize("timeout", [".inf", ".nan", "1" + "0" * 400, "-0.5", "-1", "3601", "[1]"])
 def test_backend_timeout_must_be_a_finite_number_of_seconds(timeout: str) -> None:
     found = problems(
         f"version: 1\nbackends:\n  remote: {{url: 'http://127.0.0.1:5000', timeout: {timeout}}}\n"
     )
     assert len(found) == 1
     assert found[0].startswith(
-        "routes.yaml:3:51: backend 'remote': 'timeout' (seconds) must be a number above 0 to "
+        "routes.yaml:3:51: backend 'remote': 'timeout' (seconds, 0 for none) must be a number "
+        "from 0 to "
         "3600 (got "
     )
     assert "<object" not in found[0]

@@ -135,7 +135,7 @@ class Checker(NodeReader):
         timeout = None
         if "timeout" in entries:
             timeout = self.number(
-                entries["timeout"][1], f"{what}: 'timeout' (seconds)", 0, MAX_TIMEOUT, low_open=True
+                entries["timeout"][1], f"{what}: 'timeout' (seconds, 0 for none)", 0, MAX_TIMEOUT
             )
         openapi = self.openapi(entries.get("openapi"), what, kind)
         session = sessions.keys(name, kind, entries)

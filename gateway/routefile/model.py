@@ -29,6 +29,9 @@ HTTP_METHODS = frozenset(
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # What a fallback may send a second time (RFC 9110 section 9.2.2).
 IDEMPOTENT_METHODS = SAFE_METHODS | {"TRACE", "PUT", "DELETE"}
+# Seconds to the first byte of an answer, for every kind of backend: an in-process
+# handler that hangs holds its client as surely as a remote one that never answers.
+DEFAULT_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +78,7 @@ class BackendSpec:
     name: str
     kind: BackendKind
     target: str  # import path "module:attr" for wsgi/asgi, base URL for url
-    timeout: float | None = None
+    timeout: float | None = None  # None: DEFAULT_TIMEOUT; 0: no limit
     # url backends only: where its OpenAPI document is (a path on it, or a file); read
     # by the inventory, never by the request path, so not part of the identity
     openapi: str | None = None
@@ -84,6 +87,13 @@ class BackendSpec:
     session_from: str | None = None
     session_header: str | None = None
     where: Position | None = field(default=None, compare=False)
+
+    @property
+    def time_limit(self) -> float | None:
+        """Seconds to the first byte of an answer, or None for no limit."""
+        if self.timeout is None:
+            return DEFAULT_TIMEOUT
+        return self.timeout or None
 
     @property
     def identity(self) -> tuple[str, str, float | None]:

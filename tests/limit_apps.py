@@ -1,0 +1,27 @@
+"""Backends for the limit tests: a WSGI app that reads every body it gets, or hangs.
+
+Kept free of test-only imports: the gateway's worker processes import it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+HANG_SECONDS = 1.5  # long enough to outlast a test's short timeout, short enough to end
+
+
+def wsgi(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    """`/hang` answers after HANG_SECONDS; anything else echoes how much body it read,
+    and on which thread (each WSGI backend has a pool of its own)."""
+    if environ["PATH_INFO"] == "/hang":
+        time.sleep(HANG_SECONDS)
+    body = environ["wsgi.input"].read()
+    payload = json.dumps(
+        {"read": len(body), "thread": threading.current_thread().name, "ok": True}
+    ).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [payload]
