@@ -48,7 +48,7 @@ from gateway.routefile.model import ConfigError
 from gateway.settings import Settings
 from gateway.shadow import ShadowRunner
 from gateway.sources import FileSource, Source
-from gateway.table import RouteTable
+from gateway.table import BodyLimits, RouteTable
 from gateway.types import Message, Receive, Scope, Send
 
 log = logging.getLogger("gateway")
@@ -84,6 +84,7 @@ class Gateway:
             state_dir,
             settings.reserved,
             events=events,
+            limits=BodyLimits(settings.max_body, settings.body_timeout),
         )
         if self.metrics is not None:
             self.metrics.set_weights_source(self._weights)

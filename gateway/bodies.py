@@ -1,5 +1,6 @@
-"""Keeping bodies where a feature needs the bytes: a request's, to send it again
-(fallback replay, shadow copy), and a response's, to compare it (shadow).
+"""Request bodies on their way to a backend: their limits (`BodyGuard`), and keeping
+them where a feature needs the bytes: a request's, to send it again (fallback
+replay, shadow copy), and a response's, to compare it (shadow).
 
 Only exchanges that may need it are recorded, and only up to `BODY_CAP` bytes:
 past that the body streams on as usual and the request simply cannot be
@@ -8,30 +9,76 @@ replayed or shadowed.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gateway.http import has_body
+from gateway.errors import BodyTimeout, BodyTooLarge, RequestCut
+from gateway.http import content_length, has_body
 from gateway.types import Headers, Message, Receive, Scope
 
 BODY_CAP = 1024 * 1024
 
 
-class ClientWatch:
-    """The backend's `receive` for a request with a body: notes a client that went
-    away before the body was complete, so that the backend's failure to read it
-    is not taken for the backend's fault."""
+class BodyGuard:
+    """The backend's `receive` for a request with a body, and the body's limits.
 
-    __slots__ = ("_receive", "complete", "gone")
+    It cuts the body short (`cut`) when it grows past `max_body` bytes (at once
+    when the client declares a larger Content-Length) or when no bytes come for
+    `body_timeout` seconds: the backend then reads `http.disconnect`, the end of
+    its body, and the client gets the gateway's answer. It also notes a client
+    that went away before the body was complete, so that the backend's failure
+    to read it is not taken for the backend's fault, and calls `on_progress` on
+    every chunk (the time to the first byte of the answer counts from the last
+    byte of the request).
+    """
 
-    def __init__(self, receive: Receive) -> None:
+    __slots__ = (
+        "_receive",
+        "body_timeout",
+        "complete",
+        "cut",
+        "gone",
+        "max_body",
+        "on_progress",
+        "size",
+    )
+
+    def __init__(
+        self, receive: Receive, scope: Scope, max_body: int | None, body_timeout: float | None
+    ) -> None:
         self._receive = receive
+        self.max_body = max_body
+        self.body_timeout = body_timeout
+        self.size = 0
         self.complete = False
         self.gone = False  # left before the body was complete (not after: that is no excuse)
+        self.cut: RequestCut | None = None
+        self.on_progress: Callable[[], None] | None = None
+        declared = content_length(scope)
+        if max_body is not None and declared is not None and declared > max_body:
+            self.cut = BodyTooLarge(f"Content-Length {declared} > {max_body}")
 
     async def receive(self) -> Message:
-        message = await self._receive()
+        if self.cut is not None:
+            return {"type": "http.disconnect"}
+        if self.complete or self.body_timeout is None:
+            message = await self._receive()
+        else:
+            try:
+                async with asyncio.timeout(self.body_timeout):
+                    message = await self._receive()
+            except TimeoutError:
+                self.cut = BodyTimeout(f"no body bytes for {self.body_timeout:g}s")
+                return {"type": "http.disconnect"}
         if message["type"] == "http.request":
+            self.size += len(message.get("body", b""))
+            if self.max_body is not None and self.size > self.max_body:
+                self.cut = BodyTooLarge(f"body past {self.max_body} bytes")
+                return {"type": "http.disconnect"}
             self.complete = not message.get("more_body", False)
+            if self.on_progress is not None:
+                self.on_progress()
         elif message["type"] == "http.disconnect" and not self.complete:
             self.gone = True
         return message

@@ -52,7 +52,7 @@ from gateway.routefile.loading import parse_config
 from gateway.routefile.model import ConfigError, GatewayConfig, Position, Problem
 from gateway.shadow import ShadowRunner
 from gateway.sources import Source
-from gateway.table import RouteTable, build_table
+from gateway.table import DEFAULT_LIMITS, BodyLimits, RouteTable, build_table
 
 log = logging.getLogger("gateway.control")
 
@@ -86,9 +86,11 @@ class ControlPlane:
         state_dir: str | None = None,
         reserved: ReservedPaths | None = None,
         events: EventLog | None = None,
+        limits: BodyLimits = DEFAULT_LIMITS,
     ) -> None:
         self.source = source
         self.reserved = reserved
+        self.limits = limits
         self.metrics = metrics
         self.route_headers = route_headers
         self.events = events
@@ -140,7 +142,13 @@ class ControlPlane:
             raise RuntimeError("the control plane has not started")
         backends = await self._pool.prepare(config.backends)
         table = build_table(
-            config, backends, self.metrics, self.route_headers, self.state, self._shadows
+            config,
+            backends,
+            self.metrics,
+            self.route_headers,
+            self.state,
+            self._shadows,
+            self.limits,
         )
         self.table = table  # the swap: one assignment, no lock on the request path
         self.state.forget_unused(

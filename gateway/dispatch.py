@@ -24,8 +24,8 @@ import time
 import traceback
 from collections.abc import Callable
 
-from gateway.bodies import BodyRecorder, Captured, ClientWatch
-from gateway.errors import BackendError, BackendFailure, BackendTimeout, BadResponse
+from gateway.bodies import BodyGuard, BodyRecorder, Captured
+from gateway.errors import BackendError, BackendFailure, BackendTimeout, BadResponse, RequestCut
 from gateway.http import REQUEST_ID, has_body, send_json, start_problem, with_request_id
 from gateway.routefile.model import IDEMPOTENT_METHODS
 from gateway.table import Plan, Route, Target
@@ -65,6 +65,7 @@ class Outcome(enum.Enum):
     ANSWERED = "answered"  # the backend's answer, below 500
     FAILED = "failed"  # a 5xx answer, or a failure the gateway answers for
     CLIENT_GONE = "client gone"  # the client left before its body was sent: nobody's fault
+    CUT = "cut"  # the gateway cut the request body short (a limit): the client's doing
 
 
 class _Exchange:
@@ -77,6 +78,7 @@ class _Exchange:
         "deadline",
         "extra",
         "failure",
+        "guard",
         "held",
         "held_bytes",
         "send",
@@ -86,9 +88,15 @@ class _Exchange:
     )
 
     def __init__(
-        self, target: Target, send: Send, request_id: str, capture: Captured | None = None
+        self,
+        target: Target,
+        send: Send,
+        request_id: str,
+        capture: Captured | None = None,
+        guard: BodyGuard | None = None,
     ) -> None:
         self.target = target
+        self.guard = guard
         self.send = send
         # The gateway's headers on every answer, the backend's or its own.
         self.extra = [*target.response_headers, (REQUEST_ID, request_id.encode())]
@@ -102,7 +110,16 @@ class _Exchange:
         self.deadline: asyncio.Timeout | None = None  # time to the first byte
 
     @property
+    def cut(self) -> RequestCut | None:
+        """The limit that cut the request short, while the gateway can still say so."""
+        if self.guard is None or self.sent:
+            return None
+        return self.guard.cut
+
+    @property
     def outcome(self) -> Outcome:
+        if self.cut is not None:
+            return Outcome.CUT
         if self.client_gone:
             return Outcome.CLIENT_GONE
         if self.failure is not None or self.status >= 500:
@@ -110,6 +127,8 @@ class _Exchange:
         return Outcome.ANSWERED
 
     async def __call__(self, message: Message) -> None:
+        if self.cut is not None:
+            return  # the app's reaction to a body the gateway cut: the gateway answers
         kind = message["type"]
         if self.capture is not None:
             self.capture.add(message)
@@ -147,6 +166,11 @@ class _Exchange:
             for message in held:
                 await self.send(message)
 
+    def push_deadline(self) -> None:
+        """More of the request arrived: the time to the first byte counts from here."""
+        if self.deadline is not None and not self.status and self.target.timeout is not None:
+            self.deadline.reschedule(asyncio.get_running_loop().time() + self.target.timeout)
+
     def discard(self) -> None:
         """Drop the held answer: the gateway answers instead (its error, a fallback's)."""
         self.held = None
@@ -156,8 +180,10 @@ async def serve(route: Route, scope: Scope, receive: Receive, send: Send) -> Non
     """Serve a request (HTTP or WebSocket) on `route`."""
     request_id, scope = with_request_id(scope)
     todo = plan(route, scope)
-    client = ClientWatch(receive) if scope["type"] == "http" and has_body(scope) else None
-    if client is not None:
+    client = None
+    if scope["type"] == "http" and has_body(scope):
+        limits = todo.target
+        client = BodyGuard(receive, scope, limits.max_body, limits.body_timeout)
         receive = client.receive
     recorder = BodyRecorder(receive) if todo.keeps_body else None
     if recorder is not None:
@@ -166,7 +192,7 @@ async def serve(route: Route, scope: Scope, receive: Receive, send: Send) -> Non
         receive = recorder.receive
     capture = Captured() if todo.shadower is not None else None
     exchange = await _attempt(todo.target, scope, receive, send, request_id, capture, client)
-    if exchange.outcome is not Outcome.CLIENT_GONE and todo.rollback is not None:
+    if exchange.outcome in (Outcome.ANSWERED, Outcome.FAILED) and todo.rollback is not None:
         todo.rollback.record(exchange.outcome is Outcome.FAILED)
     fallback = todo.fallback
     if exchange.outcome is Outcome.FAILED and fallback is not None and not exchange.sent:
@@ -180,7 +206,7 @@ async def serve(route: Route, scope: Scope, receive: Receive, send: Send) -> Non
     await _finish(route, scope, exchange, request_id)
     # Compare only what the target itself answered (a 5xx included), not a failure,
     # a fallback's answer or an abandoned request.
-    answered = exchange.failure is None and not exchange.client_gone
+    answered = exchange.outcome in (Outcome.ANSWERED, Outcome.FAILED) and exchange.failure is None
     shadower = todo.shadower
     if shadower and capture and recorder and answered and exchange.target is todo.target:
         shadower.submit(scope, recorder.body(scope), capture)
@@ -193,25 +219,29 @@ async def _attempt(
     send: Send,
     request_id: str,
     capture: Captured | None = None,
-    client: ClientWatch | None = None,
+    client: BodyGuard | None = None,
     replaces: _Exchange | None = None,
 ) -> _Exchange:
     """Call one backend. A 5xx answer stays held; the caller decides what reaches the client."""
-    exchange = _Exchange(target, send, request_id, capture)
+    exchange = _Exchange(target, send, request_id, capture, client)
+    if client is not None:
+        client.on_progress = exchange.push_deadline
     backend = target.backend
     started = time.perf_counter()
     backend.active += 1
     if target.metrics is not None:
         target.metrics.in_flight.inc()
     try:
-        if scope["type"] == "websocket" and not backend.supports_websocket:
+        if exchange.cut is not None:
+            pass  # a declared Content-Length past the limit: the backend never sees it
+        elif scope["type"] == "websocket" and not backend.supports_websocket:
             await exchange({"type": "websocket.close", "code": 1003})
         elif target.timeout is None:
             await target.app(scope, receive, exchange)
         else:
             async with asyncio.timeout(target.timeout) as exchange.deadline:
                 await target.app(scope, receive, exchange)
-        if not exchange.status:
+        if not exchange.status and exchange.cut is None:
             raise BackendError("the backend returned without a response")
     except BackendFailure as exc:
         exchange.failure = exc
@@ -230,7 +260,10 @@ async def _attempt(
         backend.active -= 1
         if target.metrics is not None:
             target.metrics.in_flight.dec()
-    if exchange.failure is not None and client is not None and client.gone and not exchange.sent:
+    if exchange.cut is not None:
+        exchange.failure = None  # whatever the app made of the cut body
+        exchange.discard()
+    elif exchange.failure is not None and client and client.gone and not exchange.sent:
         # Failing to read a body its client abandoned is not the backend's fault.
         exchange.failure = None
         exchange.client_gone = True
@@ -245,7 +278,10 @@ def _record(exchange: _Exchange, scope: Scope, seconds: float, replaces: _Exchan
     if metrics is None:
         return
     failure = exchange.failure
-    if exchange.client_gone:
+    cut = exchange.cut
+    if cut is not None:
+        status = cut.status
+    elif exchange.client_gone:
         status = CLIENT_CLOSED
     elif failure is not None and not exchange.sent:
         status = failure.status
@@ -269,6 +305,25 @@ async def _finish(route: Route, scope: Scope, exchange: _Exchange, request_id: s
             request_id,
             scope["method"],
             scope["path"],
+        )
+        return
+    cut = exchange.cut
+    if cut is not None:
+        log.info(
+            "request cut short: route=%s backend=%s request_id=%s kind=%s status=%d %s %s: %s",
+            route.id,
+            exchange.target.name,
+            request_id,
+            cut.kind,
+            cut.status,
+            scope["method"],
+            scope["path"],
+            cut,
+        )
+        body = {"error": cut.reason, "kind": cut.kind, "route": route.id, "request_id": request_id}
+        # The rest of the body is never read: the connection cannot carry another request.
+        await send_json(
+            exchange.send, cut.status, body, [*exchange.extra, (b"connection", b"close")]
         )
         return
     failure = exchange.failure

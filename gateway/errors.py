@@ -1,18 +1,27 @@
-"""Failures the gateway answers for a backend, one class per kind.
+"""Failures the gateway answers for, one class per kind.
 
     Exception
-    └── BackendFailure           the gateway must answer for the backend
-        ├── BackendError         500 exception  it raised, or returned without answering
-        ├── BackendTimeout       504 timeout    no response started within its timeout
+    ├── BackendFailure           the gateway must answer for the backend
+    │   ├── BackendError         500 exception  it raised, or returned without answering
+    │   ├── BackendBusy          503 busy       no free WSGI thread within --wsgi-wait
+    │   ├── BackendTimeout       504 timeout    no response started within its timeout
         ├── BackendUnreachable   502 connect    the upstream cannot be reached
         ├── BadResponse          502 protocol   the upstream sent an invalid response
-        └── BrokenStream         502 stream     the upstream failed mid-body
+    │   └── BrokenStream         502 stream     the upstream failed mid-body
+    └── RequestCut               the gateway cut the client's request body short
+        ├── BodyTooLarge         413 body_too_large  past the route's max_body
+        └── BodyTimeout          408 body_timeout    no body bytes for --body-timeout
 
 Each class carries its status, its `kind` (the label of
 `gateway_backend_errors_total{kind=...}`) and the public reason the client
 reads in the JSON answer, with the request id; `detail` is for the log line
 only. A failure after the response started cannot change the status: the
 connection is dropped, so the client sees a truncated body.
+
+A `RequestCut` is the client's doing, not the backend's: it counts no backend
+error. The backend reads the end of its body (an ASGI app gets
+`http.disconnect`, a WSGI app a short `wsgi.input`), and whatever it answers
+then is dropped: the client gets the gateway's 413 or 408.
 """
 
 from __future__ import annotations
@@ -28,6 +37,10 @@ class BackendFailure(Exception):
 
 class BackendError(BackendFailure):
     status, kind, reason = 500, "exception", "the backend raised an error"
+
+
+class BackendBusy(BackendFailure):
+    status, kind, reason = 503, "busy", "the backend has no free thread; try again later"
 
 
 class BackendTimeout(BackendFailure):
@@ -47,5 +60,25 @@ class BrokenStream(BackendFailure):
 
 
 FAILURE_KINDS = tuple(
-    k.kind for k in (BackendError, BackendTimeout, BackendUnreachable, BadResponse, BrokenStream)
+    k.kind
+    for k in (
+        BackendError,
+        BackendBusy,
+        BackendTimeout,
+        BackendUnreachable,
+        BadResponse,
+        BrokenStream,
+    )
 )
+
+
+class RequestCut(Exception):
+    status, kind, reason = 400, "cut", "the request was cut short"
+
+
+class BodyTooLarge(RequestCut):
+    status, kind, reason = 413, "body_too_large", "the request body is larger than this route takes"
+
+
+class BodyTimeout(RequestCut):
+    status, kind, reason = 408, "body_timeout", "the request body stopped arriving"

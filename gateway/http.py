@@ -69,6 +69,14 @@ def has_body(scope: Scope) -> bool:
     return False
 
 
+def content_length(scope: Scope) -> int | None:
+    """The declared Content-Length, if it is a number (the server checked it is one)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
 def json_response(
     status: int, body: object, headers: Sequence[tuple[bytes, bytes]] = ()
 ) -> tuple[Message, Message]:

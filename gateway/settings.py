@@ -67,6 +67,17 @@ class Settings:
             "connection fails (uvicorn's own default is 5)"
         ),
     )
+    max_body: int = field(
+        default=100 * 1024 * 1024,
+        metadata=_doc(
+            "bytes of request body a route takes unless it or its backend says (max_body:); "
+            "past it the client gets 413. 0: no limit"
+        ),
+    )
+    body_timeout: float = field(
+        default=30.0,
+        metadata=_doc("seconds a request body may stop coming before a 408. 0: no limit"),
+    )
     log_level: LogLevel = field(default="info", metadata=_doc("log level"))
     log_format: LogFormat = field(
         default="text", metadata=_doc("json: one JSON object per line, for log shippers")
@@ -126,6 +137,10 @@ class Settings:
             raise ValueError("wsgi threads must be at least 1")
         if not 0.01 <= self.watch_interval <= 5:
             raise ValueError("watch interval must be between 0.01 and 5 seconds")
+        if self.max_body < 0:
+            raise ValueError("max body must be 0 (no limit) or a number of bytes")
+        if self.body_timeout < 0:
+            raise ValueError("body timeout must be 0 (no limit) or a number of seconds")
         if self.timeout_keep_alive < 1:
             raise ValueError("timeout keep-alive must be at least 1 second")
         for name in ("shutdown_delay", "graceful_timeout"):

@@ -38,6 +38,19 @@ class Target:
     response_headers: Headers
     metrics: RouteMetrics | None
     timeout: float | None  # seconds to the first byte of the answer; None: no limit
+    max_body: int | None = None  # bytes of request body; None: no limit
+    body_timeout: float | None = None  # seconds the request body may stall; None: no limit
+
+
+@dataclass(frozen=True, slots=True)
+class BodyLimits:
+    """The gateway-wide limits on request bodies (`--max-body`, `--body-timeout`); 0: none."""
+
+    max_body: int = 100 * 1024 * 1024
+    body_timeout: float = 30.0
+
+
+DEFAULT_LIMITS = BodyLimits()
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -119,11 +132,13 @@ def build_table(
     route_headers: bool = True,
     state: RouteState | None = None,
     shadows: ShadowRunner | None = None,
+    limits: BodyLimits = DEFAULT_LIMITS,
 ) -> RouteTable:
     # Shared login: raises if a backend's session_from cannot work.
     gates = Gates(config.backends, backends, os.environ)
 
-    def target(route_id: str, name: str) -> Target:
+    def target(route_id: str, name: str, max_body: int | None = None) -> Target:
+        """`name` as route `route_id` uses it; `max_body` is the route's own limit."""
         backend = backends[name]
         # The spec by *name*: two names may share one running in-process app.
         spec = config.backend(name)
@@ -140,20 +155,23 @@ def build_table(
             response_headers=headers,
             metrics=metrics.for_route(route_id, name) if metrics else None,
             timeout=spec.time_limit,
+            max_body=_first(max_body, spec.max_body, limits.max_body) or None,
+            body_timeout=limits.body_timeout or None,
         )
 
     def route(spec: RouteSpec) -> Route:
-        primary = target(spec.id, spec.backend)
+        primary = target(spec.id, spec.backend, spec.max_body)
         canary = fallback = shadower = None
         # A policy naming the route's own backend (after a flip or a rollback, say)
         # has nothing to do, and is valid: flips must not have to edit policies.
         if spec.canary is not None and spec.canary.backend != spec.backend:
-            canary = Canary(CanarySplit(spec.id, spec.canary), target(spec.id, spec.canary.backend))
+            canary_target = target(spec.id, spec.canary.backend, spec.max_body)
+            canary = Canary(CanarySplit(spec.id, spec.canary), canary_target)
         if spec.fallback is not None and spec.fallback != spec.backend:
             watch = None
             if spec.rollback is not None and state is not None:
                 watch = state.rollback_watch(spec.id, spec.backend, spec.fallback, spec.rollback)
-            fallback = Fallback(target(spec.id, spec.fallback), watch)
+            fallback = Fallback(target(spec.id, spec.fallback, spec.max_body), watch)
         shadow = spec.shadow
         if shadow is not None and shadow.backend != spec.backend and state and shadows:
             shadower = Shadower(
@@ -180,3 +198,7 @@ def build_table(
     if config.default:
         default = Route(DEFAULT_ROUTE_ID, target(DEFAULT_ROUTE_ID, config.default))
     return RouteTable(config, router, tuple(routes), default)
+
+
+def _first(*values: int | None) -> int:
+    return next(v for v in values if v is not None)

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 HANG_SECONDS = 1.5  # long enough to outlast a test's short timeout, short enough to end
+seen: list[int] = []  # the size of every body the app read, in this process
 
 
 def wsgi(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -20,6 +21,7 @@ def wsgi(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     if environ["PATH_INFO"] == "/hang":
         time.sleep(HANG_SECONDS)
     body = environ["wsgi.input"].read()
+    seen.append(len(body))
     payload = json.dumps(
         {"read": len(body), "thread": threading.current_thread().name, "ok": True}
     ).encode()

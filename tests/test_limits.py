@@ -6,13 +6,22 @@ gateway keeps serving the others) with short limits set by the test itself.
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from starlette.testclient import TestClient
 
+from gateway.app import Gateway
 from gateway.routefile.loading import parse_config
-from gateway.routefile.model import DEFAULT_TIMEOUT
-from tests.harness import gateway_client, write_routes
+from gateway.routefile.model import DEFAULT_TIMEOUT, ConfigError
+from gateway.settings import Settings
+from tests import limit_apps
+from tests.harness import ThreadServer, gateway_client, write_routes
 
 KINDS = """\
 version: 1
@@ -42,3 +51,130 @@ def test_a_hung_wsgi_handler_gets_a_504(tmp_path: Path) -> None:
         assert r.json()["kind"] == "timeout"
         assert r.json()["backend"] == "legacy"
         assert client.get("/fine").json()["ok"] is True
+
+
+# --- request body caps ------------------------------------------------------------
+
+CAPS = """\
+version: 1
+backends:
+  legacy: {wsgi: "tests.limit_apps:wsgi", max_body: 20}
+  new: {asgi: "tests.apps:asgi"}
+default: new
+routes:
+  - {id: small, path: /small, backend: legacy, max_body: 5}
+  - {id: open, path: /open, backend: legacy, max_body: 0}
+  - {id: legacy, path: /legacy, backend: legacy}
+"""
+
+
+@pytest.fixture
+def caps(tmp_path: Path) -> Iterator[TestClient]:
+    limit_apps.seen.clear()
+    with gateway_client(write_routes(tmp_path, CAPS), max_body=50) as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    ("path", "size", "status"),
+    [
+        ("/small", 5, 200),  # the route's own limit
+        ("/small", 6, 413),
+        ("/legacy", 20, 200),  # else its backend's
+        ("/legacy", 21, 413),
+        ("/new/echo", 50, 200),  # else the gateway's --max-body
+        ("/new/echo", 51, 413),
+        ("/open", 1000, 200),  # 0: no limit
+    ],
+)
+def test_the_nearest_max_body_decides(caps: TestClient, path: str, size: int, status: int) -> None:
+    r = caps.post(path, content=b"x" * size)
+    assert r.status_code == status
+    if status == 413:
+        assert r.json()["kind"] == "body_too_large"
+        assert r.json()["request_id"] == r.headers["x-request-id"]
+        assert r.headers["connection"] == "close"
+        assert limit_apps.seen == []  # a declared length past the limit never reaches the app
+
+
+def chunks(size: int, step: int = 4) -> Iterator[bytes]:
+    for start in range(0, size, step):
+        yield b"x" * min(step, size - start)
+
+
+def test_a_body_without_length_is_cut_at_the_limit(caps: TestClient) -> None:
+    r = caps.post("/legacy", content=chunks(40))
+    assert r.status_code == 413
+    assert r.json()["kind"] == "body_too_large"
+    # The app read a short body and answered 200: the client gets the gateway's 413.
+    assert all(size <= 20 for size in limit_apps.seen)
+    ok = caps.post("/legacy", content=chunks(20))
+    assert ok.status_code == 200
+    assert ok.json()["read"] == 20
+
+
+def test_a_cut_counts_no_backend_error(caps: TestClient) -> None:
+    caps.post("/small", content=b"x" * 6)
+    metrics = caps.get("/metrics").text
+    assert (
+        'gateway_requests_total{backend="legacy",code="413",method="POST",route="small"} 1.0'
+        in (metrics)
+    )
+    assert 'gateway_backend_errors_total{backend="legacy",kind="exception",route="small"} 0.0' in (
+        metrics
+    )
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (
+            "  legacy: {wsgi: 'tests.limit_apps:wsgi', max_body: -1}",
+            "routes.yaml:3:53: backend 'legacy': 'max_body' (bytes, 0 for none) must be a whole "
+            "number from 0 to 1099511627776 (got -1)",
+        ),
+        (
+            "  legacy: {asgi: 'tests.apps:asgi', threads: 4}",
+            "routes.yaml:3:37: backend 'legacy': 'threads' is for wsgi backends only",
+        ),
+        (
+            "  legacy: {wsgi: 'tests.limit_apps:wsgi', threads: 0}",
+            "routes.yaml:3:52: backend 'legacy': 'threads' must be a whole number from 1 to 1024 "
+            "(got 0)",
+        ),
+        (
+            "  legacy: {wsgi: 'tests.limit_apps:wsgi'}\n"
+            "routes:\n  - {id: a, path: /a, backend: legacy, max_body: 1.5}",
+            "routes.yaml:5:50: route 'a': 'max_body' (bytes, 0 for none) must be a whole number "
+            "from 0 to 1099511627776 (got 1.5)",
+        ),
+    ],
+)
+def test_limit_keys_are_checked_with_positions(entry: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(f"version: 1\nbackends:\n{entry}\n", "routes.yaml", resolve_imports=False)
+    assert [str(p) for p in info.value.problems] == [message]
+
+
+def raw_request(port: int, head: bytes, *, wait: float = 10.0) -> tuple[bytes, float]:
+    """Send `head` (a request, maybe incomplete) on a new connection; read until the server
+    closes it or `wait` passes. (everything read, seconds until it ended)"""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
+        sock.sendall(head)
+        answer = b""
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    return answer, time.monotonic() - started
+
+
+def test_a_stalled_body_gets_408_and_the_connection_closes(tmp_path: Path) -> None:
+    routes = write_routes(tmp_path, CAPS)
+    with ThreadServer(Gateway(Settings(config=str(routes), body_timeout=0.5))) as server:
+        stalled = b"POST /new/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n" + b"x" * 10
+        answer, seconds = raw_request(server.port, stalled)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert b'"kind":"body_timeout"' in answer
+        assert 0.5 <= seconds < 5  # answered, then closed: not left open
+        assert httpx.post(server.url + "/new/echo", content=b"fine").json()["body"] == "fine"

@@ -33,8 +33,10 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 MAX_TIMEOUT = 3600.0  # seconds: a backend timeout past an hour is a mistake (or .inf)
 _IMPORT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _TOP_KEYS = ("version", "backends", "default", "routes")
-_BACKEND_KEYS = (*BACKEND_KINDS, "timeout", "openapi", *SESSION_KEYS)
-_ROUTE_KEYS = ("id", "path", "methods", "backend", *POLICY_KEYS)
+MAX_THREADS = 1024  # per WSGI backend and worker
+MAX_BODY = 2**40  # bytes: 0 already says "no limit"
+_BACKEND_KEYS = (*BACKEND_KINDS, "timeout", "openapi", "max_body", "threads", *SESSION_KEYS)
+_ROUTE_KEYS = ("id", "path", "methods", "backend", "max_body", *POLICY_KEYS)
 
 
 @dataclass(slots=True)
@@ -132,12 +134,18 @@ class Checker(NodeReader):
                 f"{what}: {target!r} is not an import path; write it as 'package.module:app'",
             )
             return None
-        timeout = None
+        timeout = threads = None
         if "timeout" in entries:
             timeout = self.number(
                 entries["timeout"][1], f"{what}: 'timeout' (seconds, 0 for none)", 0, MAX_TIMEOUT
             )
+        if "threads" in entries:
+            if kind == "wsgi":
+                threads = self.integer(entries["threads"][1], f"{what}: 'threads'", 1, MAX_THREADS)
+            else:
+                self.problem(entries["threads"][0], f"{what}: 'threads' is for wsgi backends only")
         openapi = self.openapi(entries.get("openapi"), what, kind)
+        max_body = self.max_body(entries, what)
         session = sessions.keys(name, kind, entries)
         if session is None:
             return None
@@ -148,9 +156,18 @@ class Checker(NodeReader):
             target,
             timeout,
             openapi=openapi,
+            max_body=max_body,
+            threads=threads,
             session_from=session_from,
             session_header=session_header,
             where=self.at(value_node),
+        )
+
+    def max_body(self, entries: dict[str, tuple[yaml.Node, yaml.Node]], what: str) -> int | None:
+        if "max_body" not in entries:
+            return None
+        return self.integer(
+            entries["max_body"][1], f"{what}: 'max_body' (bytes, 0 for none)", 0, MAX_BODY
         )
 
     def openapi(
@@ -240,13 +257,21 @@ class Checker(NodeReader):
                 f"{what}: unknown backend {backend!r}; {hint(backend, backends)}",
             )
         methods_ok, methods = self.methods(entries.get("methods"), what)
+        max_body = self.max_body(entries, what)
+        max_body_ok = "max_body" not in entries or max_body is not None
         policies_ok, policies = PolicyChecker(self, what, backends).check(entries)
         if route_id is None or path is None or backend is None:
             return None
-        if not (known and methods_ok and policies_ok):
+        if not (known and methods_ok and policies_ok and max_body_ok):
             return None
         return RouteSpec(
-            route_id, path, backend, methods, **policies, where=self.at(entries["id"][1])
+            route_id,
+            path,
+            backend,
+            methods,
+            **policies,
+            max_body=max_body,
+            where=self.at(entries["id"][1]),
         )
 
     def required(

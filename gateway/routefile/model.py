@@ -86,6 +86,8 @@ class BackendSpec:
     # and for a url backend the request/response header that carries it.
     session_from: str | None = None
     session_header: str | None = None
+    max_body: int | None = None  # bytes; None: the gateway's --max-body; 0: no limit
+    threads: int | None = None  # a WSGI backend's pool; None: the gateway's --wsgi-threads
     where: Position | None = field(default=None, compare=False)
 
     @property
@@ -96,10 +98,10 @@ class BackendSpec:
         return self.timeout or None
 
     @property
-    def identity(self) -> tuple[str, str, float | None]:
+    def identity(self) -> tuple[object, ...]:
         """What makes two specs the same running backend (the name is only a label;
         the session keys too: they are applied per route table, not by the backend)."""
-        return (self.kind, self.target, self.timeout)
+        return (self.kind, self.target, self.timeout, self.threads)
 
 
 StickyKind = Literal["header", "cookie", "client_ip"]
@@ -153,6 +155,7 @@ class RouteSpec:
     unsafe: bool = False  # shadow non-idempotent methods too
     fallback: str | None = None
     rollback: RollbackSpec | None = None
+    max_body: int | None = None  # bytes; None: its backend's, else the gateway's; 0: no limit
     where: Position | None = field(default=None, compare=False)
 
     def view(self) -> dict[str, Any]:
@@ -173,6 +176,8 @@ class RouteSpec:
             view["shadow"] = {"backend": s.backend, "percent": s.percent, "calibrate": s.calibrate}
         if self.fallback is not None:
             view["fallback"] = self.fallback
+        if self.max_body is not None:
+            view["max_body"] = self.max_body
         if self.rollback is not None:
             r = self.rollback
             view["rollback"] = {

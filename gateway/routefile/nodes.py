@@ -140,6 +140,14 @@ class NodeReader:
         self.problem(node, f"{what} must be a number {bound} to {high:g} (got {value!r})")
         return None
 
+    def integer(self, node: yaml.Node, what: str, low: int, high: int) -> int | None:
+        """A whole number from `low` to `high`; anything else is reported."""
+        value = self.scalar(node)
+        if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
+            return value
+        self.problem(node, f"{what} must be a whole number from {low} to {high} (got {value!r})")
+        return None
+
     def flag(self, node: yaml.Node, what: str) -> bool | None:
         value = self.scalar(node)
         if not isinstance(value, bool):
