@@ -8,9 +8,9 @@ gateway's own and never reach a backend, however the client spells them; with
 else (uvicorn serves both sockets with this one app: `scope["server"]` says
 which one a request came in on).
 
-The lifespan owns everything long-lived: the WSGI thread pool, the shared
-HTTP client, the running backends, the control plane's watch of its source
-and, with a store, this worker's heartbeat.
+The lifespan owns everything long-lived: the shared HTTP client, the running
+backends (each WSGI backend with its thread pool), the control plane's watch of
+its source and, with a store, this worker's heartbeat.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import sys
 import tempfile
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +49,7 @@ from gateway.shadow import ShadowRunner
 from gateway.sources import FileSource, Source
 from gateway.table import BodyLimits, RouteTable
 from gateway.types import Message, Receive, Scope, Send
+from gateway.wsgi import WSGIOptions
 
 log = logging.getLogger("gateway")
 
@@ -197,10 +197,9 @@ class Gateway:
     # --- lifespan ------------------------------------------------------------
 
     async def startup(self) -> None:
-        executor = ThreadPoolExecutor(
-            max_workers=self.settings.wsgi_threads, thread_name_prefix="gateway-wsgi"
-        )
-        self._pool = BackendPool(executor, upstream.new_client())
+        settings = self.settings
+        wsgi = WSGIOptions(settings.wsgi_threads, settings.wsgi_buffer, settings.wsgi_wait)
+        self._pool = BackendPool(wsgi, upstream.new_client())
         self.shadows = ShadowRunner()
         config = await self.control.start(self._pool, self.shadows)
         log.info(
@@ -250,7 +249,6 @@ class Gateway:
         if pool is not None:
             await pool.close()
             await pool.http.close()
-            pool.executor.shutdown(wait=False, cancel_futures=True)
         if self._own_state is not None:
             self._own_state.cleanup()
 

@@ -2,8 +2,8 @@
 
 Every backend is an ASGI application with `start()` and `close()`:
 
-- `WSGIBackend`: a WSGI app (the legacy Flask app) run in-process through
-  a2wsgi, on one thread pool shared by every WSGI backend of the gateway.
+- `WSGIBackend` (`gateway.wsgi`): a WSGI app (the legacy Flask app) run
+  in-process through a2wsgi, on a thread pool of its own.
 - `ASGIBackend`: an ASGI app (the new FastAPI app) run in-process; the
   gateway drives its lifespan startup/shutdown itself, and hands each request
   a copy of the state the app's lifespan set up.
@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
-
-from a2wsgi import WSGIMiddleware
 
 from gateway.routefile.loading import import_target
 from gateway.routefile.model import BackendSpec
 from gateway.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.upstream import HTTPBackend
+from gateway.wsgi import WSGIBackend, WSGIOptions
 
 log = logging.getLogger("gateway.backends")
 
@@ -42,41 +40,6 @@ class Backend(Protocol):
     async def start(self) -> None: ...
     async def close(self) -> None: ...
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
-
-
-class WSGIBackend:
-    supports_websocket = False
-    active = 0
-
-    def __init__(self, spec: BackendSpec, executor: ThreadPoolExecutor) -> None:
-        self.spec = spec
-        self.app = import_target(spec.target)
-        self.executor = executor  # gateway.session opens this app's sessions on it too
-        self._asgi = _wsgi_on(self.app, executor)
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._asgi(scope, receive, send)  # type: ignore[arg-type]
-
-
-def _wsgi_on(app: Any, executor: ThreadPoolExecutor) -> WSGIMiddleware:
-    """a2wsgi's bridge for `app`, running it on `executor`.
-
-    a2wsgi makes a thread pool per middleware; every WSGI backend shares the
-    gateway's one pool instead, so its size is one setting for the process. a2wsgi
-    has no parameter for that: this replaces its `executor` attribute, an internal.
-    pyproject.toml bounds a2wsgi's version so that a release that moves it fails
-    the install, not production.
-    """
-    bridge = WSGIMiddleware(app, workers=1)
-    bridge.executor.shutdown(wait=False)
-    bridge.executor = executor
-    return bridge
 
 
 class ASGIBackend:
@@ -181,10 +144,10 @@ class _Lifespan:
             self._task.cancel()
 
 
-def build_backend(spec: BackendSpec, executor: ThreadPoolExecutor, http: Any) -> Backend:
+def build_backend(spec: BackendSpec, wsgi: WSGIOptions, http: Any) -> Backend:
     """Instantiate a backend for a spec (not started)."""
     if spec.kind == "wsgi":
-        return WSGIBackend(spec, executor)
+        return WSGIBackend(spec, wsgi)
     if spec.kind == "asgi":
         return ASGIBackend(spec)
     return HTTPBackend(spec, http)
@@ -199,8 +162,8 @@ class BackendPool:
     table no longer uses once their in-flight requests have finished.
     """
 
-    def __init__(self, executor: ThreadPoolExecutor, http: Any, drain_timeout: float = 30.0):
-        self.executor = executor
+    def __init__(self, wsgi: WSGIOptions, http: Any, drain_timeout: float = 30.0):
+        self.wsgi = wsgi
         self.http = http
         self.drain_timeout = drain_timeout
         self._running: dict[tuple[object, ...], Backend] = {}
@@ -208,8 +171,11 @@ class BackendPool:
 
     @staticmethod
     def identity(spec: BackendSpec) -> tuple[object, ...]:
-        # In-process apps are singletons: one running instance per import path.
-        return spec.identity if spec.kind == "url" else (spec.kind, spec.target)
+        # In-process ASGI apps are singletons: one running instance per import path
+        # (their lifespan runs once). A WSGI app has none: a pool per thread count.
+        if spec.kind == "asgi":
+            return (spec.kind, spec.target)
+        return (spec.kind, spec.target, spec.threads) if spec.kind == "wsgi" else spec.identity
 
     async def prepare(self, specs: tuple[BackendSpec, ...]) -> dict[str, Backend]:
         chosen: dict[str, Backend] = {}
@@ -221,7 +187,7 @@ class BackendPool:
                 if backend is None:
                     backend = next((b for b in started if self.identity(b.spec) == key), None)
                 if backend is None:
-                    backend = build_backend(spec, self.executor, self.http)
+                    backend = build_backend(spec, self.wsgi, self.http)
                     await backend.start()
                     started.append(backend)
                 chosen[spec.name] = backend

@@ -28,9 +28,9 @@ class BodyGuard:
     `body_timeout` seconds: the backend then reads `http.disconnect`, the end of
     its body, and the client gets the gateway's answer. It also notes a client
     that went away before the body was complete, so that the backend's failure
-    to read it is not taken for the backend's fault, and calls `on_progress` on
-    every chunk (the time to the first byte of the answer counts from the last
-    byte of the request).
+    to read it is not taken for the backend's fault. It calls `waiting(True)`
+    while the backend waits for the client, `waiting(False)` when it has its
+    bytes: the backend's time to first byte does not count the client's time.
     """
 
     __slots__ = (
@@ -40,8 +40,8 @@ class BodyGuard:
         "cut",
         "gone",
         "max_body",
-        "on_progress",
         "size",
+        "waiting",
     )
 
     def __init__(
@@ -54,7 +54,7 @@ class BodyGuard:
         self.complete = False
         self.gone = False  # left before the body was complete (not after: that is no excuse)
         self.cut: RequestCut | None = None
-        self.on_progress: Callable[[], None] | None = None
+        self.waiting: Callable[[bool], None] = _ignore
         declared = content_length(scope)
         if max_body is not None and declared is not None and declared > max_body:
             self.cut = BodyTooLarge(f"Content-Length {declared} > {max_body}")
@@ -62,26 +62,31 @@ class BodyGuard:
     async def receive(self) -> Message:
         if self.cut is not None:
             return {"type": "http.disconnect"}
-        if self.complete or self.body_timeout is None:
-            message = await self._receive()
-        else:
-            try:
+        self.waiting(True)
+        try:
+            if self.complete or self.body_timeout is None:
+                message = await self._receive()
+            else:
                 async with asyncio.timeout(self.body_timeout):
                     message = await self._receive()
-            except TimeoutError:
-                self.cut = BodyTimeout(f"no body bytes for {self.body_timeout:g}s")
-                return {"type": "http.disconnect"}
+        except TimeoutError:
+            self.cut = BodyTimeout(f"no body bytes for {self.body_timeout:g}s")
+            return {"type": "http.disconnect"}
+        finally:
+            self.waiting(False)
         if message["type"] == "http.request":
             self.size += len(message.get("body", b""))
             if self.max_body is not None and self.size > self.max_body:
                 self.cut = BodyTooLarge(f"body past {self.max_body} bytes")
                 return {"type": "http.disconnect"}
             self.complete = not message.get("more_body", False)
-            if self.on_progress is not None:
-                self.on_progress()
         elif message["type"] == "http.disconnect" and not self.complete:
             self.gone = True
         return message
+
+
+def _ignore(waiting: bool) -> None:
+    return None
 
 
 class BodyRecorder:

@@ -166,10 +166,14 @@ class _Exchange:
             for message in held:
                 await self.send(message)
 
-    def push_deadline(self) -> None:
-        """More of the request arrived: the time to the first byte counts from here."""
-        if self.deadline is not None and not self.status and self.target.timeout is not None:
-            self.deadline.reschedule(asyncio.get_running_loop().time() + self.target.timeout)
+    def client_waited(self, waiting: bool) -> None:
+        """The backend waits for the client's body (True), or has it (False): the time
+        to the first byte stops, then starts again from there (`--body-timeout` bounds
+        the client's share)."""
+        if self.deadline is None or self.status or self.target.timeout is None:
+            return
+        when = None if waiting else asyncio.get_running_loop().time() + self.target.timeout
+        self.deadline.reschedule(when)
 
     def discard(self) -> None:
         """Drop the held answer: the gateway answers instead (its error, a fallback's)."""
@@ -225,7 +229,7 @@ async def _attempt(
     """Call one backend. A 5xx answer stays held; the caller decides what reaches the client."""
     exchange = _Exchange(target, send, request_id, capture, client)
     if client is not None:
-        client.on_progress = exchange.push_deadline
+        client.waiting = exchange.client_waited
     backend = target.backend
     started = time.perf_counter()
     backend.active += 1
@@ -257,6 +261,7 @@ async def _attempt(
         else:
             exchange.failure = BackendError(_describe(exc))
     finally:
+        exchange.deadline = None  # done with: a thread may still read the body
         backend.active -= 1
         if target.metrics is not None:
             target.metrics.in_flight.dec()

@@ -41,7 +41,18 @@ class Settings:
     workers: int = field(default=1, metadata=_doc("worker processes"))
     wsgi_threads: int = field(
         default=32,  # measured best for the demo (docs/benchmarks.md, row 2)
-        metadata=_doc("threads shared by in-process WSGI backends, per worker"),
+        metadata=_doc("threads of each in-process WSGI backend without threads:, per worker"),
+    )
+    wsgi_buffer: int = field(
+        default=1024 * 1024,
+        metadata=_doc(
+            "bytes of request body read before a WSGI thread is taken (a larger body "
+            "streams to the thread)"
+        ),
+    )
+    wsgi_wait: float = field(
+        default=5.0,
+        metadata=_doc("seconds a request waits for a free WSGI thread before a 503"),
     )
     admin_prefix: str = field(default="/-/", metadata=_doc("reserved path prefix of the admin API"))
     admin_listen: str | None = field(
@@ -135,6 +146,10 @@ class Settings:
             raise ValueError("workers must be at least 1")
         if self.wsgi_threads < 1:
             raise ValueError("wsgi threads must be at least 1")
+        if self.wsgi_buffer < 0:
+            raise ValueError("wsgi buffer must be a number of bytes")
+        if not 0 < self.wsgi_wait <= 3600:
+            raise ValueError("wsgi wait must be above 0 and at most 3600 seconds")
         if not 0.01 <= self.watch_interval <= 5:
             raise ValueError("watch interval must be between 0.01 and 5 seconds")
         if self.max_body < 0:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-HANG_SECONDS = 1.5  # long enough to outlast a test's short timeout, short enough to end
+HANG_SECONDS = 2.0  # long enough to outlast a test's short timeout, short enough to end
 seen: list[int] = []  # the size of every body the app read, in this process
 
 
@@ -27,3 +27,6 @@ def wsgi(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     ).encode()
     start_response("200 OK", [("Content-Type", "application/json")])
     return [payload]
+
+
+other = wsgi  # the same app under a second import path: a second backend

@@ -7,6 +7,7 @@ gateway keeps serving the others) with short limits set by the test itself.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from gateway.routefile.loading import parse_config
 from gateway.routefile.model import DEFAULT_TIMEOUT, ConfigError
 from gateway.settings import Settings
 from tests import limit_apps
-from tests.harness import ThreadServer, gateway_client, write_routes
+from tests.harness import ROOT, GatewayProcess, ThreadServer, gateway_client, write_routes
 
 KINDS = """\
 version: 1
@@ -178,3 +179,124 @@ def test_a_stalled_body_gets_408_and_the_connection_closes(tmp_path: Path) -> No
         assert b'"kind":"body_timeout"' in answer
         assert 0.5 <= seconds < 5  # answered, then closed: not left open
         assert httpx.post(server.url + "/new/echo", content=b"fine").json()["body"] == "fine"
+
+
+# --- WSGI threads -------------------------------------------------------------------
+
+POOLS = """\
+version: 1
+backends:
+  legacy: {wsgi: "tests.limit_apps:wsgi", threads: 1, timeout: 0.5}
+  other: {wsgi: "tests.limit_apps:other"}
+  new: {asgi: "tests.apps:asgi"}
+default: legacy
+routes:
+  - {id: other, path: /other, backend: other}
+  - {id: new, path: "/new/{rest:path}", backend: new}
+"""
+
+
+def stalled_upload(port: int, path: str, sent: int = 10) -> socket.socket:
+    """A connection that starts a 1,000-byte POST and sends only `sent` bytes of it."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n".encode() + b"x" * sent
+    )
+    return sock
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    answer = b""
+    with contextlib.suppress(TimeoutError, ConnectionResetError):
+        while chunk := sock.recv(65536):
+            answer += chunk
+    sock.close()
+    return answer
+
+
+def test_each_wsgi_backend_has_its_own_threads_and_a_bounded_wait(tmp_path: Path) -> None:
+    settings = Settings(config=str(write_routes(tmp_path, POOLS)), wsgi_wait=0.2)
+    with ThreadServer(Gateway(settings)) as server, httpx.Client(base_url=server.url) as client:
+        # A hung handler: its client gets the 504 at once, but the thread stays taken
+        # until the handler returns, and the pool counts it.
+        started = time.monotonic()
+        assert client.get("/hang").status_code == 504
+        busy = client.get("/x")
+        assert busy.status_code == 503
+        assert busy.json()["kind"] == "busy"
+        assert busy.json()["request_id"] == busy.headers["x-request-id"]
+        assert time.monotonic() - started < limit_apps.HANG_SECONDS
+        # Another WSGI backend, and the ASGI one, are not held up.
+        other = client.get("/other")
+        assert other.status_code == 200
+        assert other.json()["thread"].startswith("wsgi-other")
+        assert client.get("/new/x").status_code == 200
+        time.sleep(limit_apps.HANG_SECONDS)
+        assert client.get("/x").json()["thread"].startswith("wsgi-legacy")
+
+
+def test_a_stalled_body_waits_in_the_loop_not_on_a_thread(tmp_path: Path) -> None:
+    settings = Settings(config=str(write_routes(tmp_path, POOLS)), body_timeout=1.0)
+    with ThreadServer(Gateway(settings)) as server:
+        stalled = [stalled_upload(server.port, "/x") for _ in range(5)]
+        time.sleep(0.2)
+        # legacy has one thread: none of the stalled uploads holds it.
+        r = httpx.post(server.url + "/x", content=b"abc", timeout=10)
+        assert r.status_code == 200
+        assert r.json()["read"] == 3
+        for sock in stalled:
+            assert read_answer(sock).startswith(b"HTTP/1.1 408 ")
+
+
+def test_a_large_body_streams_to_the_thread_and_a_stall_frees_it(tmp_path: Path) -> None:
+    routes = str(write_routes(tmp_path, POOLS))
+    settings = Settings(config=routes, body_timeout=1.5, wsgi_buffer=16, wsgi_wait=0.2)
+    with ThreadServer(Gateway(settings)) as server:
+        sock = stalled_upload(server.port, "/x", sent=100)  # past the buffer: on the thread
+        time.sleep(0.2)
+        assert httpx.get(server.url + "/x", timeout=10).status_code == 503
+        answer = read_answer(sock)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert b'"kind":"body_timeout"' in answer
+        r = httpx.post(server.url + "/x", content=b"y" * 100, timeout=10)
+        assert r.status_code == 200
+        assert r.json()["read"] == 100
+
+
+BOOK = {"title": "Dune", "author": "Frank Herbert", "year": 1965}
+
+
+def test_stalled_uploads_to_the_legacy_app_starve_nobody(
+    tmp_path: Path, bookstore_db: Path
+) -> None:
+    """`gateway serve` on the demo table: 40 uploads that stall (more than the 32
+    threads of the legacy app), then both apps answer at once."""
+    routes = write_routes(tmp_path, (ROOT / "routes.yaml").read_text())
+    with GatewayProcess(routes, "--body-timeout", "4") as gw:
+        stalled = [stalled_upload(gw.port, "/books") for _ in range(40)]
+        time.sleep(0.5)
+        with httpx.Client(base_url=gw.url, timeout=10) as client:
+            started = time.monotonic()
+            created = client.post("/books", json=BOOK)  # legacy (WSGI)
+            assert created.status_code == 201, created.text
+            assert created.headers["x-gateway-backend"] == "legacy"
+            listed = client.get("/books")  # new (ASGI)
+            assert listed.status_code == 200
+            assert listed.headers["x-gateway-backend"] == "new"
+            assert time.monotonic() - started < 3
+        answers = [read_answer(sock) for sock in stalled]
+        assert all(a.startswith(b"HTTP/1.1 408 ") for a in answers), answers[0]
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"max_body": -1}, "max body must be 0 (no limit) or a number of bytes"),
+        ({"body_timeout": -1}, "body timeout must be 0 (no limit) or a number of seconds"),
+        ({"wsgi_buffer": -1}, "wsgi buffer must be a number of bytes"),
+        ({"wsgi_wait": 0}, "wsgi wait must be above 0 and at most 3600 seconds"),
+    ],
+)
+def test_limit_settings_are_checked(setting: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Settings(**setting)  # type: ignore[arg-type]

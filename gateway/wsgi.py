@@ -1,0 +1,139 @@
+"""In-process WSGI backends: a2wsgi's bridge on a thread pool of each backend's own.
+
+A WSGI app holds a thread for as long as it runs, body reading included, so a
+thread is the scarce resource one client could take from the others. As nginx
+does before it calls its upstream, the request body is read in the event loop
+first, up to `WSGIOptions.buffer` bytes, and only then is a thread taken: a
+client that stalls its upload stalls in the loop, where it costs nothing, and
+`--body-timeout` ends it there. A larger body streams to the thread as it comes
+(still bounded by `--body-timeout`).
+
+Each backend has its own pool (`threads:`, else `--wsgi-threads`), so one slow
+app cannot take another's threads, and a request waits at most
+`WSGIOptions.wait` seconds for a free one, then gets a JSON 503. A thread counts
+as taken until the app has returned on it, even when the gateway stopped waiting
+for it (a timeout): a hung handler keeps its thread, and the pool knows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from a2wsgi.wsgi import WSGIResponder
+
+from gateway.errors import BackendBusy
+from gateway.http import has_body
+from gateway.routefile.loading import import_target
+from gateway.routefile.model import BackendSpec
+from gateway.types import Message, Receive, Scope, Send
+
+SEND_QUEUE = 10  # response chunks a2wsgi queues between the thread and the loop (its default)
+
+
+@dataclass(frozen=True, slots=True)
+class WSGIOptions:
+    """The gateway-wide WSGI settings (`--wsgi-threads`, `--wsgi-buffer`, `--wsgi-wait`)."""
+
+    threads: int = 32
+    buffer: int = 1024 * 1024
+    wait: float = 5.0
+
+
+class WSGIBackend:
+    supports_websocket = False
+    active = 0
+
+    def __init__(self, spec: BackendSpec, options: WSGIOptions) -> None:
+        self.spec = spec
+        self.app = import_target(spec.target)
+        self.threads = spec.threads or options.threads
+        self.buffer = options.buffer
+        self.wait = options.wait
+        self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix=f"wsgi-{spec.name}")
+        self._free: asyncio.Semaphore | None = None  # made in the loop that serves
+
+    async def start(self) -> None:
+        self._free = asyncio.Semaphore(self.threads)
+
+    async def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if has_body(scope):
+            preloaded = await _preload(receive, self.buffer)
+            if preloaded is None:
+                return  # the body ended early (client gone, or cut by a limit): no thread
+            receive = preloaded
+        assert self._free is not None, "started"
+        try:
+            async with asyncio.timeout(self.wait):
+                await self._free.acquire()
+        except TimeoutError:
+            raise BackendBusy(f"no free thread of {self.threads} within {self.wait:g}s") from None
+        job = _OneJob(self.executor, self._free.release, asyncio.get_running_loop())
+        try:
+            # a2wsgi's bridge for one request (its WSGIMiddleware does just this), given
+            # an executor that frees the thread when the app is done with it. a2wsgi
+            # has no parameter for that; pyproject.toml bounds its version so that a
+            # release that changes WSGIResponder fails the install, not production.
+            responder = WSGIResponder(self.app, job, SEND_QUEUE)  # type: ignore[arg-type]
+            await responder(scope, receive, send)  # type: ignore[arg-type]
+        finally:
+            if not job.submitted:
+                self._free.release()
+
+
+class _OneJob:
+    """The executor a2wsgi is given for one request: it runs the request's one job on
+    the backend's pool and frees the thread (`release`, in the loop) when it ends."""
+
+    def __init__(
+        self, pool: ThreadPoolExecutor, release: Callable[[], None], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.pool = pool
+        self.release = release
+        self.loop = loop
+        self.submitted = False
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
+        self.submitted = True
+
+        def run() -> Any:
+            try:
+                return fn(*args)
+            finally:
+                with contextlib.suppress(RuntimeError):  # the loop closed: nothing to free
+                    self.loop.call_soon_threadsafe(self.release)
+
+        return self.pool.submit(run)
+
+
+async def _preload(receive: Receive, limit: int) -> Receive | None:
+    """Read the body in the loop up to `limit` bytes; a `receive` that gives it first,
+    then the rest of the stream. None when the body ended early (a disconnect)."""
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more and size < limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        more = message.get("more_body", False)
+    first: Message | None = {"type": "http.request", "body": b"".join(chunks), "more_body": more}
+
+    async def replay() -> Message:
+        nonlocal first
+        if first is not None:
+            message, first = first, None
+            return message
+        return await receive()
+
+    return replay
