@@ -32,6 +32,7 @@ from typing import Any
 from gateway import upstream
 from gateway.admin import Admin, is_loopback
 from gateway.backends import BackendPool
+from gateway.concurrency import ConcurrencyLimit
 from gateway.console import Sampler
 from gateway.control import ControlPlane
 from gateway.dispatch import serve
@@ -48,7 +49,7 @@ from gateway.settings import Settings
 from gateway.shadow import ShadowRunner
 from gateway.sources import FileSource, Source
 from gateway.table import BodyLimits, RouteTable
-from gateway.types import Message, Receive, Scope, Send
+from gateway.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.wsgi import WSGIOptions
 
 log = logging.getLogger("gateway")
@@ -335,9 +336,13 @@ def create_app(settings: Settings | None = None) -> Gateway:
     return Gateway(settings)
 
 
-def create_app_from_env() -> Gateway:
+def create_app_from_env() -> ASGIApp:
     """The factory each `gateway serve` worker process calls."""
     settings = Settings.load()
     if settings.app_dir and settings.app_dir not in sys.path:
         sys.path.insert(0, settings.app_dir)
-    return Gateway(settings)
+    gateway = Gateway(settings)
+    if not settings.limit_concurrency:
+        return gateway
+    probes = frozenset(settings.admin_prefix + name for name in ("healthz", "readyz"))
+    return ConcurrencyLimit(gateway, settings.limit_concurrency, probes)

@@ -145,6 +145,9 @@ def serve(settings: Settings) -> int:
         # The drain's last step (gateway/drain.py): what is still open then is cancelled.
         # Typed int, used as asyncio.wait_for's timeout: a fraction of a second works.
         timeout_graceful_shutdown=settings.graceful_timeout,  # type: ignore[arg-type]
+        # uvicorn's protocol with the head limits it lacks (gateway.protocol); the
+        # concurrency limit is the app's own (gateway.concurrency).
+        http="gateway.protocol:GatewayProtocol",
         proxy_headers=False,
         server_header=False,
     )

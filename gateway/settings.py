@@ -78,6 +78,21 @@ class Settings:
             "connection fails (uvicorn's own default is 5)"
         ),
     )
+    max_head: int = field(
+        default=64 * 1024,
+        metadata=_doc("bytes of request line and headers; past it the client gets 431"),
+    )
+    head_timeout: float = field(
+        default=10.0,
+        metadata=_doc("seconds a connection may take to send a request's head, then 408"),
+    )
+    limit_concurrency: int = field(
+        default=1000,
+        metadata=_doc(
+            "requests in flight per worker; past it a JSON 503 (never for /-/healthz and "
+            "/-/readyz). 0: no limit"
+        ),
+    )
     max_body: int = field(
         default=100 * 1024 * 1024,
         metadata=_doc(
@@ -152,6 +167,12 @@ class Settings:
             raise ValueError("wsgi wait must be above 0 and at most 3600 seconds")
         if not 0.01 <= self.watch_interval <= 5:
             raise ValueError("watch interval must be between 0.01 and 5 seconds")
+        if self.max_head < 1024:
+            raise ValueError("max head must be at least 1024 bytes")
+        if not 0 < self.head_timeout <= 3600:
+            raise ValueError("head timeout must be above 0 and at most 3600 seconds")
+        if self.limit_concurrency < 0:
+            raise ValueError("limit concurrency must be 0 (no limit) or a number of requests")
         if self.max_body < 0:
             raise ValueError("max body must be 0 (no limit) or a number of bytes")
         if self.body_timeout < 0:

@@ -6,6 +6,7 @@ gateway keeps serving the others) with short limits set by the test itself.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import re
 import socket
@@ -295,8 +296,70 @@ def test_stalled_uploads_to_the_legacy_app_starve_nobody(
         ({"body_timeout": -1}, "body timeout must be 0 (no limit) or a number of seconds"),
         ({"wsgi_buffer": -1}, "wsgi buffer must be a number of bytes"),
         ({"wsgi_wait": 0}, "wsgi wait must be above 0 and at most 3600 seconds"),
+        ({"max_head": 1000}, "max head must be at least 1024 bytes"),
+        ({"head_timeout": 0}, "head timeout must be above 0 and at most 3600 seconds"),
+        ({"limit_concurrency": -1}, "limit concurrency must be 0 (no limit) or a number"),
     ],
 )
 def test_limit_settings_are_checked(setting: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         Settings(**setting)  # type: ignore[arg-type]
+
+
+# --- request heads and concurrency (gateway serve) ------------------------------------
+
+HEADS = """\
+version: 1
+backends:
+  legacy: {wsgi: "tests.limit_apps:wsgi"}
+  new: {asgi: "tests.apps:asgi", timeout: 3}
+default: legacy
+routes:
+  - {id: hang, path: /hang, backend: new}
+"""
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    routes = write_routes(tmp_path_factory.mktemp("heads"), HEADS)
+    limits = ["--max-head", "8192", "--head-timeout", "1", "--timeout-keep-alive", "1"]
+    with GatewayProcess(routes, *limits, "--limit-concurrency", "2") as gw:
+        yield gw
+
+
+def test_a_head_past_max_head_gets_431(served: GatewayProcess) -> None:
+    assert httpx.get(served.url + "/x", headers={"x-big": "a" * 7000}).status_code == 200
+    for size in (9000, 1 << 20):
+        head = b"GET /x HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * size + b"\r\n\r\n"
+        answer, _ = raw_request(served.port, head)
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+        assert b'"kind":"header_too_large"' in answer
+    endless = b"GET /x HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 100_000  # never ends
+    answer, _ = raw_request(served.port, endless)
+    assert answer.startswith(b"HTTP/1.1 431 ")
+
+
+def test_a_half_sent_head_gets_408_and_an_idle_connection_closes_silently(
+    served: GatewayProcess,
+) -> None:
+    answer, seconds = raw_request(served.port, b"GET /x HTTP/1.1\r\nHost: t\r\n")
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert b'"kind":"head_timeout"' in answer
+    assert 0.9 <= seconds < 5
+    answer, seconds = raw_request(served.port, b"")
+    assert answer == b""  # closed by the keep-alive timeout, without a word
+    assert 0.9 <= seconds < 5
+
+
+def test_past_limit_concurrency_a_503_but_never_for_the_probes(served: GatewayProcess) -> None:
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        hung = [pool.submit(httpx.get, served.url + "/hang", timeout=10) for _ in range(2)]
+        time.sleep(0.5)
+        refused = httpx.get(served.url + "/x")
+        assert refused.status_code == 503
+        assert refused.json()["kind"] == "overloaded"
+        assert refused.headers["retry-after"] == "1"
+        assert httpx.get(served.url + "/-/healthz").status_code == 200
+        assert httpx.get(served.url + "/-/readyz").status_code == 200
+        assert [f.result().status_code for f in hung] == [504, 504]
+    assert httpx.get(served.url + "/x").status_code == 200

@@ -1,0 +1,125 @@
+"""The HTTP/1.1 connection under `gateway serve`: uvicorn's httptools protocol, with
+the limits on request heads that neither uvicorn nor httptools has.
+
+- A request line and header block past `--max-head` bytes gets 431 and the
+  connection closes. httptools has no limit: a client sending headers without
+  end grew the process without bound (20 such clients: 74 MB to 511 MB).
+- A connection that has sent part of a request head and then nothing for
+  `--head-timeout` seconds gets 408 and closes. uvicorn's keep-alive timer stops
+  at the first byte, so such a connection stayed open forever.
+- A connection that sends nothing is closed silently after the keep-alive
+  timeout, from its first moment (uvicorn arms that timer after a response only).
+
+A complete head is measured exactly when its last header is parsed. One still
+arriving is counted read by read, from the read it starts in (a head that
+begins after a pipelined body in the same read counts from the next read), so
+the bytes a connection can make the process hold stay within one read of the
+limit, however the head is cut into reads.
+
+Settings reach this class as they reach the app: through the `GATEWAY_*`
+environment of the worker process (uvicorn builds one protocol per connection
+from an import path). It subclasses uvicorn's `HttpToolsProtocol`, an internal:
+pyproject.toml bounds uvicorn's version so that a release that changes it fails
+the install, not production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from gateway.settings import Settings
+
+log = logging.getLogger("gateway.protocol")
+
+
+@functools.cache
+def _limits() -> tuple[int, float]:
+    settings = Settings.load()
+    return settings.max_head, settings.head_timeout
+
+
+class GatewayProtocol(HttpToolsProtocol):
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.max_head, self.head_timeout = _limits()
+        self._in_head = False  # between the first byte of a request and its last header
+        self._idle = True  # between requests: the next byte starts a head
+        self._head_bytes = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._refused = False  # answered by the gateway: parse nothing more
+        # Silently closed if it never sends a byte, as it would be after a response.
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        counted = self._in_head or self._idle  # this read starts within a head
+        super().data_received(data)
+        if self._in_head and not self.transport.is_closing():
+            self._head_bytes += len(data) if counted else 0
+            if self._head_bytes > self.max_head:
+                self._refuse(431, "header_too_large", "the request head is too large")
+
+    def on_message_begin(self) -> None:
+        if self._refused:
+            return
+        super().on_message_begin()
+        self._in_head = True
+        self._idle = False
+        self._head_bytes = 0
+        self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+
+    def on_headers_complete(self) -> None:
+        if self._refused:
+            return
+        self._in_head = False
+        self._stop_head_timer()
+        head = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if head > self.max_head:
+            self._refuse(431, "header_too_large", "the request head is too large")
+            return
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._idle = True
+        if not self._refused:
+            super().on_message_complete()
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._in_head and not self.transport.is_closing():
+            self._refuse(408, "head_timeout", "the request head stopped arriving")
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _refuse(self, status: int, kind: str, reason: str) -> None:
+        """Answer the gateway's JSON error and close: the head was never read to its end,
+        so nothing more on this connection can be parsed."""
+        self._stop_head_timer()
+        self._in_head = False
+        self._refused = True
+        body = json.dumps({"error": reason, "kind": kind}, separators=(",", ":")).encode()
+        phrase = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (status, phrase, len(body), body)
+        )
+        self.transport.close()
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "-"
+        log.info("request head refused: status=%d kind=%s client=%s", status, kind, client)
