@@ -62,27 +62,35 @@ class BodyGuard:
     async def receive(self) -> Message:
         if self.cut is not None:
             return {"type": "http.disconnect"}
-        self.waiting(True)
-        try:
-            if self.complete or self.body_timeout is None:
-                message = await self._receive()
-            else:
-                async with asyncio.timeout(self.body_timeout):
-                    message = await self._receive()
-        except TimeoutError:
-            self.cut = BodyTimeout(f"no body bytes for {self.body_timeout:g}s")
-            return {"type": "http.disconnect"}
-        finally:
-            self.waiting(False)
+        if self.complete:
+            # After the body only a disconnect can come: no limit, and the backend's
+            # time to first byte runs on (an app may listen for it while it works).
+            return await self._receive()
+        message = await self._body_part()
+        if self.cut is not None:
+            return message  # timed out: the end of the body for the backend
         if message["type"] == "http.request":
             self.size += len(message.get("body", b""))
             if self.max_body is not None and self.size > self.max_body:
                 self.cut = BodyTooLarge(f"body past {self.max_body} bytes")
                 return {"type": "http.disconnect"}
             self.complete = not message.get("more_body", False)
-        elif message["type"] == "http.disconnect" and not self.complete:
+        elif message["type"] == "http.disconnect":
             self.gone = True
         return message
+
+    async def _body_part(self) -> Message:
+        self.waiting(True)
+        try:
+            if self.body_timeout is None:
+                return await self._receive()
+            async with asyncio.timeout(self.body_timeout):
+                return await self._receive()
+        except TimeoutError:
+            self.cut = BodyTimeout(f"no body bytes for {self.body_timeout:g}s")
+            return {"type": "http.disconnect"}
+        finally:
+            self.waiting(False)
 
 
 def _ignore(waiting: bool) -> None:

@@ -30,3 +30,16 @@ def wsgi(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
 
 
 other = wsgi  # the same app under a second import path: a second backend
+
+
+async def listening(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An ASGI handler that reads its body, then hangs listening for the disconnect."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+    while (await receive()).get("more_body"):
+        pass
+    await receive()

@@ -55,6 +55,17 @@ def test_a_hung_wsgi_handler_gets_a_504(tmp_path: Path) -> None:
         assert client.get("/fine").json()["ok"] is True
 
 
+def test_a_handler_listening_for_the_disconnect_still_times_out(tmp_path: Path) -> None:
+    table = (
+        KINDS % ("", "", "") + "  listening: {asgi: 'tests.limit_apps:listening', timeout: 0.3}\n"
+    )
+    routes = write_routes(tmp_path, table + "default: listening\n")
+    with ThreadServer(Gateway(Settings(config=str(routes)))) as server:
+        r = httpx.post(server.url + "/x", content=b"body", timeout=10)
+        assert r.status_code == 504
+        assert r.json()["kind"] == "timeout"
+
+
 # --- request body caps ------------------------------------------------------------
 
 CAPS = """\
