@@ -56,6 +56,7 @@ class WSGIBackend:
         self.wait = options.wait
         self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix=f"wsgi-{spec.name}")
         self._free: asyncio.Semaphore | None = None  # made in the loop that serves
+        self._drains: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._free = asyncio.Semaphore(self.threads)
@@ -86,6 +87,23 @@ class WSGIBackend:
         finally:
             if not job.submitted:
                 self._free.release()
+            elif not job.done:
+                self._drain(responder.send_queue, job)
+
+    def _drain(self, queue: asyncio.Queue[Any], job: _OneJob) -> None:
+        """The gateway stopped waiting (a timeout) while the app still runs: take what
+        it sends until it returns. Else, past the queue's few chunks, the thread would
+        block for good on a queue nobody reads, and the pool would lose it."""
+
+        async def drain() -> None:
+            while not job.done:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.5):  # then look at job.done again
+                        await queue.get()
+
+        task = asyncio.create_task(drain(), name=f"wsgi-drain:{self.spec.name}")
+        self._drains.add(task)
+        task.add_done_callback(self._drains.discard)
 
 
 class _OneJob:
@@ -99,6 +117,7 @@ class _OneJob:
         self.release = release
         self.loop = loop
         self.submitted = False
+        self.done = False  # the app returned on its thread
 
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
         self.submitted = True
@@ -107,6 +126,7 @@ class _OneJob:
             try:
                 return fn(*args)
             finally:
+                self.done = True
                 with contextlib.suppress(RuntimeError):  # the loop closed: nothing to free
                     self.loop.call_soon_threadsafe(self.release)
 

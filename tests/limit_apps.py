@@ -18,8 +18,11 @@ seen: list[int] = []  # the size of every body the app read, in this process
 def wsgi(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     """`/hang` answers after HANG_SECONDS; anything else echoes how much body it read,
     and on which thread (each WSGI backend has a pool of its own)."""
-    if environ["PATH_INFO"] == "/hang":
+    if environ["PATH_INFO"] in ("/hang", "/hang-chunks"):
         time.sleep(HANG_SECONDS)
+    if environ["PATH_INFO"] == "/hang-chunks":  # more chunks than a2wsgi queues
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"x"] * 50
     body = environ["wsgi.input"].read()
     seen.append(len(body))
     payload = json.dumps(
