@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import Gateway
-from gateway.bodies import ClientWatch
+from gateway.bodies import BodyGuard
 from gateway.settings import Settings
 from tests import apps
 from tests.harness import ThreadServer, free_port, write_routes
@@ -257,7 +257,7 @@ def test_only_a_disconnect_before_the_body_is_complete_excuses_a_backend() -> No
         async def receive() -> dict[str, object]:
             return next(pending)
 
-        watch = ClientWatch(receive)
+        watch = BodyGuard(receive, {"headers": []}, None, None)
         for _ in messages:
             await watch.receive()
         return watch.gone
