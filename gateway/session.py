@@ -18,7 +18,10 @@ session that Flask app would see, and may replace or clear it:
   reaches the client.
 
 A write becomes the Set-Cookie header Flask's `save_session` produces, exactly as
-the legacy app would have set it. Session contents never go to a log line, a
+the legacy app would have set it. Reads and writes run on the Flask backend's own
+threads, each taken as a request to it takes one (`WSGIBackend.run`): when none
+is free within `--wsgi-wait`, the request gets the gateway's 503, never a
+session-less answer. Session contents never go to a log line, a
 metric, the admin API or a shadow comparison (which compares bodies only).
 
 The gates are built with each route table (`Gates`), so a reload that changes
@@ -27,7 +30,6 @@ The gates are built with each route table (`Gates`), so a reload that changes
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 from collections.abc import Mapping
@@ -37,10 +39,12 @@ from typing import Any
 from a2wsgi.wsgi import build_environ
 from flask import Flask
 
-from gateway.backends import ASGIBackend, Backend, WSGIBackend
+from gateway.backends import ASGIBackend, Backend
+from gateway.errors import BackendBusy
 from gateway.routefile.model import BackendSpec
 from gateway.session_header import DEFAULT_HEADER, KEY_ENV, BadSessionHeader, sign, verify
 from gateway.types import ASGIApp, Headers, Message, Receive, Scope, Send
+from gateway.wsgi import WSGIBackend
 
 log = logging.getLogger("gateway.session")
 
@@ -68,7 +72,7 @@ class FlaskSession:
             )
         self.app = app
         self.name = name
-        self.executor = backend.executor
+        self.backend = backend
         cookie = app.session_interface.get_cookie_name(app)
         self._cookie = cookie.encode("latin-1") + b"="
 
@@ -88,10 +92,11 @@ class FlaskSession:
         """The request's session (None: anonymous)."""
         if not self._carried(scope):
             return None
-        loop = asyncio.get_running_loop()
         try:
             # On the app's own threads: a session interface may do I/O (a server-side store).
-            return await loop.run_in_executor(self.executor, self._open, scope)
+            return await self.backend.run(self._open, scope)
+        except BackendBusy:
+            raise  # no thread free to read it: the gateway's 503, not an anonymous request
         except Exception as exc:  # the app's interface failed: anonymous, said without values
             log.warning("session unreadable: backend=%s error=%s", self.name, type(exc).__name__)
             return None
@@ -105,8 +110,7 @@ class FlaskSession:
 
     async def set_cookie(self, scope: Scope, data: Mapping[str, Any] | None) -> Headers:
         """The Set-Cookie headers that make `data` the session (None: clear it)."""
-        loop = asyncio.get_running_loop()
-        values = await loop.run_in_executor(self.executor, self._save, scope, data)
+        values = await self.backend.run(self._save, scope, data)
         return [(b"set-cookie", value.encode("latin-1")) for value in values]
 
     def _save(self, scope: Scope, data: Mapping[str, Any] | None) -> list[str]:

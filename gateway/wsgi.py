@@ -13,6 +13,11 @@ app cannot take another's threads, and a request waits at most
 `WSGIOptions.wait` seconds for a free one, then gets a JSON 503. A thread counts
 as taken until the app has returned on it, even when the gateway stopped waiting
 for it (a timeout): a hung handler keeps its thread, and the pool knows it.
+
+The shared login (`gateway.session`) opens and saves this app's sessions on the
+same pool, the same way (`run`): a session store is the app's to reach, with the
+threads sized for it, and a read that took a thread behind the pool's back would
+make every other wait unbounded.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import contextlib
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from a2wsgi.wsgi import WSGIResponder
 
@@ -31,6 +36,8 @@ from gateway.http import has_body
 from gateway.routefile.loading import import_target
 from gateway.routefile.model import BackendSpec
 from gateway.types import Message, Receive, Scope, Send
+
+T = TypeVar("T")
 
 SEND_QUEUE = 10  # response chunks a2wsgi queues between the thread and the loop (its default)
 
@@ -70,13 +77,7 @@ class WSGIBackend:
             if preloaded is None:
                 return  # the body ended early (client gone, or cut by a limit): no thread
             receive = preloaded
-        assert self._free is not None, "started"
-        try:
-            async with asyncio.timeout(self.wait):
-                await self._free.acquire()
-        except TimeoutError:
-            raise BackendBusy(f"no free thread of {self.threads} within {self.wait:g}s") from None
-        job = _OneJob(self.executor, self._free.release, asyncio.get_running_loop())
+        job = await self._take()
         try:
             # a2wsgi's bridge for one request (its WSGIMiddleware does just this), given
             # an executor that frees the thread when the app is done with it. a2wsgi
@@ -86,9 +87,26 @@ class WSGIBackend:
             await responder(scope, receive, send)  # type: ignore[arg-type]
         finally:
             if not job.submitted:
-                self._free.release()
+                job.release()
             elif not job.done:
                 self._drain(responder.send_queue, job)
+
+    async def run(self, fn: Callable[..., T], /, *args: Any) -> T:
+        """`fn(*args)` on one of the app's threads, taken as a request takes one
+        (`gateway.session` opens and saves the app's sessions with it)."""
+        job = await self._take()
+        return await asyncio.wrap_future(job.submit(fn, *args))
+
+    async def _take(self) -> _OneJob:
+        """A free thread of the pool, waited for at most `wait` seconds, else
+        `BackendBusy`: the job that runs on it and frees it when it ends."""
+        assert self._free is not None, "started"
+        try:
+            async with asyncio.timeout(self.wait):
+                await self._free.acquire()
+        except TimeoutError:
+            raise BackendBusy(f"no free thread of {self.threads} within {self.wait:g}s") from None
+        return _OneJob(self.executor, self._free.release, asyncio.get_running_loop())
 
     def _drain(self, queue: asyncio.Queue[Any], job: _OneJob) -> None:
         """The gateway stopped waiting (a timeout) while the app still runs: take what
@@ -120,17 +138,23 @@ class _OneJob:
         self.done = False  # the app returned on its thread
 
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
-        self.submitted = True
-
         def run() -> Any:
             try:
                 return fn(*args)
             finally:
-                self.done = True
-                with contextlib.suppress(RuntimeError):  # the loop closed: nothing to free
-                    self.loop.call_soon_threadsafe(self.release)
+                self._end()
 
-        return self.pool.submit(run)
+        future = self.pool.submit(run)
+        self.submitted = True
+        # Cancelled before a thread took it up (its caller was cancelled): `run` never
+        # runs, so the thread is given back here.
+        future.add_done_callback(lambda f: self._end() if f.cancelled() else None)
+        return future
+
+    def _end(self) -> None:
+        self.done = True
+        with contextlib.suppress(RuntimeError):  # the loop closed: nothing to free
+            self.loop.call_soon_threadsafe(self.release)
 
 
 async def _preload(receive: Receive, limit: int) -> Receive | None:

@@ -6,18 +6,23 @@ sees a user (its nav shows the name), so "the legacy app agrees" is its own answ
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
+import httpx
 import pytest
 from flask import Flask
 from starlette.testclient import TestClient
 
+from gateway.app import Gateway
+from gateway.settings import Settings
 from legacy_flask.app import app as legacy_app
-from tests.harness import gateway_client, write_routes
+from tests.harness import ThreadServer, gateway_client, write_routes
 
 TABLE = """\
 version: 1
@@ -177,3 +182,41 @@ def test_a_session_is_in_no_metric_and_no_admin_answer(client: TestClient) -> No
         text = client.get(path).text
         assert cookie not in text, path
         assert "alice" not in text, path
+
+
+def test_a_session_read_waits_for_a_thread_of_the_legacy_pool_then_503(tmp_path: Path) -> None:
+    """The session is opened on a thread of the Flask backend's own pool, taken like a
+    request's: with its one thread held, a logged-in request to the new app gets the
+    gateway's 503 within --wsgi-wait (never an anonymous 401); an anonymous one needs
+    no thread."""
+    table = TABLE.replace('"legacy_flask.app:app"}', '"legacy_flask.app:app", threads: 1}')
+    settings = Settings(
+        config=str(write_routes(tmp_path, table)), wsgi_wait=0.3, wsgi_buffer=16, body_timeout=3
+    )
+    with ThreadServer(Gateway(settings)) as server, httpx.Client(base_url=server.url) as client:
+        login = {"username": "alice", "password": "wonderland"}
+        assert client.post("/ui/login", data=login, follow_redirects=True).status_code == 200
+        assert client.get("/me").json() == {"user": "alice"}
+        # A login form whose upload stalls past the buffer: the page reads it on the
+        # legacy app's one thread, which it holds until --body-timeout ends it.
+        stalled = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        stalled.sendall(
+            b"POST /ui/login HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n\r\n" + b"username=" * 10
+        )
+        time.sleep(0.5)
+        started = time.monotonic()
+        busy = client.get("/me")
+        assert busy.status_code == 503
+        assert busy.json()["kind"] == "busy"
+        assert busy.headers["x-gateway-backend"] == "new"
+        assert time.monotonic() - started < 2.5  # the bounded wait, not the thread's release
+        anonymous = httpx.get(server.url + "/me")
+        assert (anonymous.status_code, anonymous.json()) == (401, {"error": "unauthorized"})
+        answer = b""
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while chunk := stalled.recv(65536):
+                answer += chunk
+        stalled.close()
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert client.get("/me").json() == {"user": "alice"}
