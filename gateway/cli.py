@@ -25,6 +25,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from gateway import tls
 from gateway.fleet.commands import add_commands, add_store_arguments, store_edit
 from gateway.fleet.store import StoreAddress, StoreError
 from gateway.inventory.commands import FlipAll, check_warnings
@@ -65,8 +66,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         config = load_config(args.file, reserved=_reserved())
     except ConfigError as exc:
         return _report(exc, args.file)
-    # The inventory's warnings: endpoints a route misroutes, app routes the gateway hides.
+    # Unverified upstreams, and the inventory's warnings: endpoints a route misroutes,
+    # app routes the gateway hides.
     warnings, notes = check_warnings(config)
+    warnings = [*tls.warnings(config), *warnings]
     for warning in warnings:
         print(f"{args.file}: warning: {warning}", file=sys.stderr)
     for note in notes:

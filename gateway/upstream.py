@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
@@ -27,8 +28,10 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.errors import BackendTimeout, BackendUnreachable, BadResponse, BrokenStream
+from gateway.forwarding import forwarding_headers
 from gateway.http import has_body
-from gateway.routefile.model import BackendSpec
+from gateway.routefile.model import HOST_PRESERVE, HOST_UPSTREAM, BackendSpec
+from gateway.tls import client_context
 from gateway.types import Headers, Receive, Scope, Send
 
 log = logging.getLogger("gateway.upstream")
@@ -47,6 +50,10 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
+
+
+# Set by the gateway from what it knows of the request; a client's own are dropped.
+_REPLACED = frozenset({b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port"})
 
 
 def new_client(max_connections: int = 512) -> aiohttp.ClientSession:
@@ -79,6 +86,12 @@ class HTTPBackend:
         # data after it, not the whole exchange: an event stream may rightly last for
         # hours, but not stall.
         self.timeout = aiohttp.ClientTimeout(total=None, sock_read=spec.time_limit)
+        literal = spec.host not in (HOST_PRESERVE, HOST_UPSTREAM)
+        # None: the client's Host, or (for "upstream") the one aiohttp derives from the URL
+        self._host = spec.host if literal else None
+        self._ssl: ssl.SSLContext | bool = True
+        if spec.target.startswith("https://"):
+            self._ssl = client_context(spec.tls)
 
     async def start(self) -> None:
         return None
@@ -87,29 +100,31 @@ class HTTPBackend:
         return None  # the shared client is closed by the gateway that owns it
 
     def _request(self, scope: Scope) -> tuple[str, CIMultiDict[str]]:
-        """(URL, headers for the upstream)."""
+        """(URL, headers for the upstream): the client's request, its Host as the
+        backend's `host` says, and the forwarded headers naming the client."""
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
-        url = self.spec.target + raw_path.decode("latin-1")
+        url = self.spec.target + raw_path.decode("latin-1")  # the URL's base path first
         if scope["query_string"]:
             url += "?" + scope["query_string"].decode("latin-1")
-        host = b""
-        forwarded_for = b""
+        host = ""
+        chain: list[str] = []  # X-Forwarded-For and Forwarded as the client sent them
+        forwarded: list[str] = []
         kept: CIMultiDict[str] = CIMultiDict()
         for name, value in _strip_hop_by_hop(scope["headers"]):
+            text = value.decode("latin-1")
             if name == b"host":
-                host = value  # the upstream gets its own Host; the client's is forwarded
+                host = text
             elif name == b"x-forwarded-for":
-                forwarded_for = value + b", "
-            elif name == b"x-forwarded-proto" or name == b"x-forwarded-host":
-                continue  # replaced below: we are the proxy the upstream trusts
-            else:
-                kept.add(name.decode("latin-1"), value.decode("latin-1"))
-        client = scope.get("client")
-        if client:
-            kept.add("x-forwarded-for", (forwarded_for + client[0].encode()).decode("latin-1"))
-        kept.add("x-forwarded-proto", scope.get("scheme", "http"))
-        if host:
-            kept.add("x-forwarded-host", host.decode("latin-1"))
+                chain.append(text)
+            elif name == b"forwarded":
+                forwarded.append(text)
+            elif name not in _REPLACED:
+                kept.add(name.decode("latin-1"), text)
+        if self._host is not None:
+            kept["Host"] = self._host
+        elif host and self.spec.host == HOST_PRESERVE:
+            kept["Host"] = host
+        kept.extend(forwarding_headers(scope, host, chain, forwarded))
         return url, kept
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -122,6 +137,7 @@ class HTTPBackend:
                 data=_request_body(receive) if has_body(scope) else None,
                 allow_redirects=False,
                 timeout=self.timeout,
+                ssl=self._ssl,
             )
         except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
             reason = f"upstream timed out ({type(exc).__name__})"

@@ -28,6 +28,7 @@ from gateway.routefile.model import (
 from gateway.routefile.nodes import NodeReader, hint
 from gateway.routefile.policy_rules import POLICY_KEYS, PolicyChecker
 from gateway.routefile.session_rules import SESSION_KEYS, SessionRules
+from gateway.routefile.upstream_rules import UPSTREAM_KEYS, UpstreamChecker
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 MAX_TIMEOUT = 3600.0  # seconds: a backend timeout past an hour is a mistake (or .inf)
@@ -35,7 +36,15 @@ _IMPORT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _TOP_KEYS = ("version", "backends", "default", "routes")
 MAX_THREADS = 1024  # per WSGI backend and worker
 MAX_BODY = 2**40  # bytes: 0 already says "no limit"
-_BACKEND_KEYS = (*BACKEND_KINDS, "timeout", "openapi", "max_body", "threads", *SESSION_KEYS)
+_BACKEND_KEYS = (
+    *BACKEND_KINDS,
+    "timeout",
+    "openapi",
+    "max_body",
+    "threads",
+    *SESSION_KEYS,
+    *UPSTREAM_KEYS,
+)
 _ROUTE_KEYS = ("id", "path", "methods", "backend", "max_body", *POLICY_KEYS)
 
 
@@ -120,6 +129,7 @@ class Checker(NodeReader):
         kind = kinds[0]
         value_node = entries[kind][1]
         target = self.string(value_node, f"{what}: {kind!r}")
+        host, tls = UpstreamChecker(self, what).check(entries, kind, target)
         if target is None:
             return None
         if kind == "url":
@@ -155,6 +165,8 @@ class Checker(NodeReader):
             kind,
             target,
             timeout,
+            host=host,
+            tls=tls,
             openapi=openapi,
             max_body=max_body,
             threads=threads,

@@ -2,9 +2,9 @@
 
 `parse_config` decodes, composes the YAML node tree, runs the checker
 (`gateway.routefile.checking`) and, unless told not to, checks that every
-in-process backend imports. Nothing here touches the running gateway: the
-control plane, the CLI and the admin API only act on a config that came back
-whole.
+in-process backend imports and that every https backend's TLS files are
+usable. Nothing here touches the running gateway: the control plane, the CLI
+and the admin API only act on a config that came back whole.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from gateway import tls
 from gateway.paths import ReservedPaths
 from gateway.routefile.checking import Checker
 from gateway.routefile.model import ConfigError, GatewayConfig, Position, Problem
@@ -73,8 +74,13 @@ def parse_config(
         for spec in config.backends:
             if spec.kind != "url":
                 error = check_import(spec.target)
-                if error:
-                    checker.problem(spec.where, error)
+            elif spec.target.startswith("https://"):
+                error = tls.check(spec.tls)
+                error = error and f"backend {spec.name!r}: {error}"
+            else:
+                error = None
+            if error:
+                checker.problem(spec.where, error)
     if checker.problems or config is None:
         raise ConfigError(checker.problems)
     return GatewayConfig(

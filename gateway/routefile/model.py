@@ -1,8 +1,9 @@
 """The route file's value objects: what a validated `routes.yaml` says, frozen.
 
     GatewayConfig            the whole file
-    ├── BackendSpec          one backend: one kind, one target, its timeout (and a url
-    │                        backend's OpenAPI document, for the inventory)
+    ├── BackendSpec          one backend: one kind, one target, its timeout (and for a url
+    │   │                    backend the Host it sends and its OpenAPI document)
+    │   └── TLSSpec          how a url backend checks the upstream's certificate, and its own
     └── RouteSpec            one route: id, path template, methods, backend, and its
         ├── CanarySpec       migration policies (canary, shadow, fallback, rollback)
         ├── ShadowSpec
@@ -71,6 +72,25 @@ class ConfigError(Exception):
         return cls([Problem(Position(source, 1, 1), f"cannot read the file: {reason}")])
 
 
+# What a url backend sends as `Host`: the client's (as Traefik and Envoy do, so that the
+# URLs, redirects and cookies an upstream makes name the gateway), the upstream URL's, or
+# any other value written in the file.
+HOST_PRESERVE = "preserve"
+HOST_UPSTREAM = "upstream"
+
+
+@dataclass(frozen=True, slots=True)
+class TLSSpec:
+    """An https upstream's TLS: verified against the system's CAs unless `ca` names a
+    bundle (or `verify` is off); `cert` (and `key`, unless in the same file) for mTLS.
+    Paths are absolute, resolved against the route file's directory."""
+
+    verify: bool = True
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class BackendSpec:
     """A backend as configured: one kind, one target, and its options."""
@@ -79,6 +99,8 @@ class BackendSpec:
     kind: BackendKind
     target: str  # import path "module:attr" for wsgi/asgi, base URL for url
     timeout: float | None = None  # None: DEFAULT_TIMEOUT; 0: no limit
+    host: str = HOST_PRESERVE  # url backends: the Host sent upstream
+    tls: TLSSpec = TLSSpec()  # url backends with an https URL
     # url backends only: where its OpenAPI document is (a path on it, or a file); read
     # by the inventory, never by the request path, so not part of the identity
     openapi: str | None = None
@@ -101,7 +123,7 @@ class BackendSpec:
     def identity(self) -> tuple[object, ...]:
         """What makes two specs the same running backend (the name is only a label;
         the session keys too: they are applied per route table, not by the backend)."""
-        return (self.kind, self.target, self.timeout, self.threads)
+        return (self.kind, self.target, self.timeout, self.threads, self.host, self.tls)
 
 
 StickyKind = Literal["header", "cookie", "client_ip"]

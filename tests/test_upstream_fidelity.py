@@ -1,0 +1,246 @@
+"""What a url backend's upstream receives: the client's Host (or the one the backend
+names), the forwarded headers, the URL's base path, and TLS (verified, own CA, mTLS,
+unverified), against real uvicorn servers on loopback, https with a CA made here."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import trustme
+
+from gateway.app import Gateway
+from gateway.cli import main
+from gateway.settings import Settings
+from tests import apps
+from tests.harness import ThreadServer, write_routes
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[ThreadServer]:
+    with ThreadServer(apps.asgi) as server:
+        yield server
+
+
+def _gateway(tmp_path: Path, backends: str, routes: str = "") -> ThreadServer:
+    text = f"version: 1\nbackends:\n{backends}default: main\nroutes:\n{routes or '  []'}\n"
+    path = write_routes(tmp_path, text.replace("routes:\n  []", "routes: []"))
+    return ThreadServer(Gateway(Settings(config=str(path))))
+
+
+def _seen(url: str, path: str = "/x", **options: object) -> dict[str, object]:
+    r = httpx.get(url + path, timeout=10, **options)  # type: ignore[arg-type]
+    assert r.status_code == 200, r.text
+    seen: dict[str, object] = r.json()
+    return seen
+
+
+def test_the_upstream_gets_the_clients_host_unless_the_backend_names_another(
+    tmp_path: Path, upstream: ThreadServer
+) -> None:
+    backends = f"""\
+  main: {{url: "{upstream.url}"}}
+  own: {{url: "{upstream.url}", host: upstream}}
+  named: {{url: "{upstream.url}", host: "shop.example.com:8443"}}
+"""
+    routes = """\
+  - {id: own, path: /own, backend: own}
+  - {id: named, path: /named, backend: named}
+"""
+    with _gateway(tmp_path, backends, routes) as gw:
+        client_host = f"127.0.0.1:{gw.port}"
+        assert _seen(gw.url)["headers"]["host"] == client_host  # type: ignore[index]
+        assert _seen(gw.url, headers={"Host": "books.example.org"})["headers"]["host"] == (  # type: ignore[index]
+            "books.example.org"
+        )
+        own = _seen(gw.url, "/own")["headers"]
+        assert own["host"] == f"127.0.0.1:{upstream.port}"  # type: ignore[index]
+        assert own["x-forwarded-host"] == client_host  # type: ignore[index]
+        named = _seen(gw.url, "/named")["headers"]
+        assert named["host"] == "shop.example.com:8443"  # type: ignore[index]
+        assert named["x-forwarded-host"] == client_host  # type: ignore[index]
+
+
+def test_forwarded_headers_name_the_client_and_what_it_spoke_to(
+    tmp_path: Path, upstream: ThreadServer
+) -> None:
+    with _gateway(tmp_path, f'  main: {{url: "{upstream.url}"}}\n') as gw:
+        plain = _seen(gw.url)["headers"]
+        assert plain["x-forwarded-for"] == "127.0.0.1"  # type: ignore[index]
+        assert plain["x-forwarded-proto"] == "http"  # type: ignore[index]
+        assert plain["x-forwarded-port"] == str(gw.port)  # type: ignore[index]
+        assert plain["forwarded"] == f'for=127.0.0.1;host="127.0.0.1:{gw.port}";proto=http'  # type: ignore[index]
+        # A chain the request came with is extended; what the gateway states is its own.
+        sent = {
+            "Host": "books.example.org",
+            "Forwarded": 'for="[2001:db8::7]";proto=https',
+            "X-Forwarded-For": "198.51.100.4",
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-Port": "1",
+            "X-Forwarded-Host": "evil.example",
+        }
+        chained = _seen(gw.url, headers=sent)["headers"]
+        assert chained["x-forwarded-for"] == "198.51.100.4, 127.0.0.1"  # type: ignore[index]
+        assert chained["x-forwarded-proto"] == "http"  # type: ignore[index]
+        assert chained["x-forwarded-host"] == "books.example.org"  # type: ignore[index]
+        assert chained["x-forwarded-port"] == "80"  # type: ignore[index]
+        assert chained["forwarded"] == (  # type: ignore[index]
+            'for="[2001:db8::7]";proto=https, for=127.0.0.1;host=books.example.org;proto=http'
+        )
+
+
+def test_a_url_with_a_base_path_prefixes_every_request(
+    tmp_path: Path, upstream: ThreadServer
+) -> None:
+    with _gateway(tmp_path, f'  main: {{url: "{upstream.url}/base/"}}\n') as gw:
+        seen = _seen(gw.url, "/books/a%2Fb?q=1")
+    assert seen["path"] == "/base/books/a/b"
+    assert seen["query"] == "q=1"
+
+
+# --- TLS --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A CA of the test's own, a server certificate for 127.0.0.1, a client certificate
+    (key and certificate in one file, and in two), and a CA nobody trusts."""
+    folder = tmp_path_factory.mktemp("pki")
+    ca = trustme.CA()
+    files = {name: folder / f"{name}.pem" for name in ("ca", "server", "client", "crt", "key")}
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(files["server"]))
+    client = ca.issue_cert("gateway.test")
+    client.private_key_and_cert_chain_pem.write_to_path(str(files["client"]))
+    client.cert_chain_pems[0].write_to_path(str(files["crt"]))
+    client.private_key_pem.write_to_path(str(files["key"]))
+    files["other"] = folder / "other.pem"
+    trustme.CA().cert_pem.write_to_path(str(files["other"]))
+    return files
+
+
+@pytest.fixture(scope="module")
+def https(pki: dict[str, Path]) -> Iterator[str]:
+    with ThreadServer(apps.asgi, ssl_certfile=str(pki["server"])) as server:
+        yield f"https://127.0.0.1:{server.port}"
+
+
+@pytest.fixture(scope="module")
+def mtls(pki: dict[str, Path]) -> Iterator[str]:
+    options = {"ssl_ca_certs": str(pki["ca"]), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    with ThreadServer(apps.asgi, ssl_certfile=str(pki["server"]), **options) as server:
+        yield f"https://127.0.0.1:{server.port}"
+
+
+def test_https_upstreams_are_verified(tmp_path: Path, pki: dict[str, Path], https: str) -> None:
+    backends = f"""\
+  main: {{url: "{https}", ca: {pki["ca"]}}}
+  system: {{url: "{https}"}}
+  stranger: {{url: "{https}", ca: {pki["other"]}}}
+  blind: {{url: "{https}", verify: false}}
+"""
+    routes = """\
+  - {id: system, path: /system, backend: system}
+  - {id: stranger, path: /stranger, backend: stranger}
+  - {id: blind, path: /blind, backend: blind}
+"""
+    with _gateway(tmp_path, backends, routes) as gw:
+        seen = _seen(gw.url)
+        assert seen["headers"]["x-forwarded-proto"] == "http"  # type: ignore[index]
+        for path in ("/system", "/stranger"):  # a certificate from a CA it does not trust
+            r = httpx.get(gw.url + path, timeout=10)
+            assert r.status_code == 502, path
+            assert r.json()["kind"] == "connect"
+        assert _seen(gw.url, "/blind")["path"] == "/blind"
+
+
+def test_a_client_certificate_opens_an_mtls_upstream(
+    tmp_path: Path, pki: dict[str, Path], mtls: str
+) -> None:
+    backends = f"""\
+  main: {{url: "{mtls}", ca: {pki["ca"]}, cert: {pki["client"]}}}
+  split: {{url: "{mtls}", ca: {pki["ca"]}, cert: {pki["crt"]}, key: {pki["key"]}}}
+  anonymous: {{url: "{mtls}", ca: {pki["ca"]}}}
+"""
+    routes = """\
+  - {id: split, path: /split, backend: split}
+  - {id: anonymous, path: /anonymous, backend: anonymous}
+"""
+    with _gateway(tmp_path, backends, routes) as gw:
+        assert _seen(gw.url)["path"] == "/x"
+        assert _seen(gw.url, "/split")["path"] == "/split"
+        r = httpx.get(gw.url + "/anonymous", timeout=10)  # refused without a certificate
+        assert r.status_code == 502
+        assert r.json()["backend"] == "anonymous"
+
+
+def test_tls_files_are_relative_to_the_route_file_and_checked_when_loaded(
+    tmp_path: Path, pki: dict[str, Path], https: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "ca.pem").write_bytes(pki["ca"].read_bytes())
+    (tmp_path / "certs" / "junk.pem").write_text("not a certificate\n")
+    good = f'version: 1\nbackends:\n  main: {{url: "{https}", ca: certs/ca.pem}}\ndefault: main\n'
+    path = write_routes(tmp_path, good)
+    assert main(["check", str(path)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    with ThreadServer(Gateway(Settings(config=str(path)))) as gw:
+        assert _seen(gw.url)["path"] == "/x"
+
+    bad = f"""\
+version: 1
+backends:
+  missing: {{url: "{https}", ca: certs/nope.pem}}
+  junk: {{url: "{https}", cert: certs/junk.pem}}
+default: missing
+"""
+    write_routes(tmp_path, bad)
+    assert main(["check", str(path)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    nope = tmp_path / "certs" / "nope.pem"
+    assert err[0] == (
+        f"{path}:3:18: backend 'missing': cannot read its 'ca' file {nope}: "
+        "No such file or directory"
+    )
+    assert err[1].startswith(f"{path}:4:15: backend 'junk': its TLS files are not usable PEM")
+    assert err[-1] == f"{path}: 2 problems; nothing was applied"
+
+
+def test_check_refuses_misplaced_upstream_keys_and_warns_about_verify_false(
+    tmp_path: Path, https: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = """\
+version: 1
+backends:
+  app: {asgi: "tests.apps:asgi", host: upstream, verify: false}
+  plain: {url: "http://127.0.0.1:9", ca: ca.pem}
+  odd: {url: "http://127.0.0.1:9", host: "a b/c"}
+  keyless: {url: "https://127.0.0.1:9", key: k.pem}
+default: app
+"""
+    path = write_routes(tmp_path, bad)
+    assert main(["check", str(path)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[:6] == [
+        f"{path}:3:34: backend 'app': 'host' is for url backends only",
+        f"{path}:3:50: backend 'app': 'verify' is for url backends only",
+        f"{path}:4:38: backend 'plain': 'ca' is for https:// URLs; this backend speaks plain http",
+        f"{path}:5:42: backend 'odd': 'host' is 'preserve' (the client's Host), 'upstream' "
+        "(the URL's) or a host such as 'shop.example.com' (got 'a b/c')",
+        f"{path}:6:18: backend 'keyless': cannot read its 'key' file {tmp_path / 'k.pem'}: "
+        "No such file or directory",
+        f"{path}:6:41: backend 'keyless': 'key' needs 'cert', the certificate it signs",
+    ]
+
+    write_routes(tmp_path, f'version: 1\nbackends:\n  b: {{url: "{https}", verify: false}}\n')
+    assert main(["check", str(path)]) == 0
+    out, err_text = capsys.readouterr()
+    assert err_text.splitlines()[0] == (
+        f"{path}: warning: backend 'b' does not verify {https}'s certificate (verify: false): "
+        "anyone on the path can read and change its traffic; give it 'ca:' instead"
+    )
+    assert err_text.count("warning") == 1
+    assert out.startswith(f"{path}: OK (0 routes, 1 backends, default: none, 1 warning(s))")
