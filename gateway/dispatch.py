@@ -34,6 +34,9 @@ from gateway.types import Message, Receive, Scope, Send
 log = logging.getLogger("gateway.dispatch")
 
 HOLD_LIMIT = 64 * 1024
+# The first message of an answer: an HTTP response, a WebSocket accepted, or a WebSocket
+# handshake refused with an HTTP response (ASGI's websocket.http.response extension).
+_STARTS = frozenset({"http.response.start", "websocket.accept", "websocket.http.response.start"})
 CLIENT_CLOSED = 499  # the status counted when the client left first (as nginx logs it)
 
 
@@ -139,10 +142,10 @@ class _Exchange:
                 raise BadResponse(f"the backend's response start has {problem}")
         elif kind == "http.response.body" and not self.status:
             raise BadResponse("the backend sent a body before its response start")
-        if kind == "http.response.start" or kind == "websocket.accept":
+        if kind in _STARTS:
             if self.deadline is not None:
                 self.deadline.reschedule(None)  # started in time: no limit on the rest
-            self.status = message["status"] if kind == "http.response.start" else 101
+            self.status = message.get("status", 101)  # 101: websocket.accept
             message["headers"] = [*message.get("headers", ()), *self.extra]
             if self.status >= 500:
                 self.held = [message]

@@ -1,4 +1,5 @@
-"""The remote backend: proxy a request to an HTTP upstream, streaming both ways.
+"""The remote backend: proxy a request to an HTTP upstream, streaming both ways
+(WebSockets: `gateway.upstream_ws`).
 
 One pooled `aiohttp.ClientSession` is shared by every remote backend of a
 gateway process (connections are pooled per origin inside it). aiohttp was
@@ -33,6 +34,7 @@ from gateway.http import has_body
 from gateway.routefile.model import HOST_PRESERVE, HOST_UPSTREAM, BackendSpec
 from gateway.tls import client_context
 from gateway.types import Headers, Receive, Scope, Send
+from gateway.upstream_ws import proxy_websocket
 
 log = logging.getLogger("gateway.upstream")
 
@@ -76,7 +78,7 @@ def _strip_hop_by_hop(headers: Headers) -> Headers:
 
 
 class HTTPBackend:
-    supports_websocket = False
+    supports_websocket = True
     active = 0
 
     def __init__(self, spec: BackendSpec, client: aiohttp.ClientSession) -> None:
@@ -129,6 +131,11 @@ class HTTPBackend:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         url, headers = self._request(scope)
+        if scope["type"] == "websocket":
+            await proxy_websocket(
+                self.client, url, headers, self._ssl, scope, receive, send, HOP_BY_HOP
+            )
+            return
         try:
             response = await self.client.request(
                 scope["method"],
