@@ -145,12 +145,16 @@ class _Lifespan:
 
 
 def build_backend(spec: BackendSpec, wsgi: WSGIOptions, http: Any) -> Backend:
-    """Instantiate a backend for a spec (not started)."""
-    if spec.kind == "wsgi":
-        return WSGIBackend(spec, wsgi)
-    if spec.kind == "asgi":
-        return ASGIBackend(spec)
-    return HTTPBackend(spec, http)
+    """Instantiate a backend for a spec (not started). An in-process app is imported
+    here, and an app factory (`module:create_app()`) called: once per worker."""
+    if spec.kind == "url":
+        return HTTPBackend(spec, http)
+    try:
+        return WSGIBackend(spec, wsgi) if spec.kind == "wsgi" else ASGIBackend(spec)
+    except Exception as exc:  # the user's import or factory: a clear reason, no traceback
+        raise BackendStartError(
+            f"backend {spec.name!r} did not load: {spec.target} raised {exc!r}"
+        ) from None
 
 
 class BackendPool:

@@ -26,6 +26,7 @@ import sys
 from collections.abc import Sequence
 
 from gateway import tls
+from gateway.apppath import use_app_dirs
 from gateway.fleet.commands import add_commands, add_store_arguments, store_edit
 from gateway.fleet.store import StoreAddress, StoreError
 from gateway.inventory.commands import FlipAll, check_warnings
@@ -295,6 +296,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_inventory_commands(sub, _default_config())
     add_commands(sub)
 
+    for name, command in sub.choices.items():
+        if name != "diff":  # every command that may import the apps (serve: its setting)
+            command.add_argument(
+                "--app-dir",
+                metavar="DIR",
+                help="import the apps from DIR (default: the route file's directory)",
+            )
+
     serve_p = sub.add_parser("serve", help="serve the gateway")
     add_arguments(serve_p)
     serve_p.set_defaults(func=cmd_serve)
@@ -303,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "serve":  # serve does it for itself and its workers (server.serve)
+        config = getattr(args, "file", None) or getattr(args, "config", None)
+        use_app_dirs(config, getattr(args, "app_dir", None))
     code: int = args.func(args)
     return code
 

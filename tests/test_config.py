@@ -145,7 +145,8 @@ def test_import_paths_that_do_not_resolve() -> None:
     )
     assert problems(text) == [
         "routes.yaml:3:18: cannot import 'tests.nowhere:wsgi': module 'tests.nowhere' not found; "
-        "check the module path and that the package is installed",
+        "check the module path, the directory it is imported from (the route file's, or "
+        "--app-dir) and that the package is installed",
         "routes.yaml:4:15: cannot import 'tests.apps:missing': 'tests.apps' has no attribute "
         "'missing'",
     ]

@@ -55,8 +55,10 @@ def _problems(exc: ConfigError, source: str) -> int:
     return 1
 
 
-def inventory_of(config: GatewayConfig, legacy: str | None = None) -> Inventory:
-    return build_inventory(config, read_backends(config), legacy)
+def inventory_of(
+    config: GatewayConfig, legacy: str | None = None, factories: bool = True
+) -> Inventory:
+    return build_inventory(config, read_backends(config, factories), legacy)
 
 
 def cmd_inventory(args: argparse.Namespace) -> int:
@@ -127,7 +129,7 @@ def check_warnings(config: GatewayConfig) -> tuple[list[str], list[str]]:
     warnings: list[str] = []
     notes: list[str] = []
     try:
-        inventory = inventory_of(config)
+        inventory = inventory_of(config, factories=False)  # check calls no factory
     except InventoryError as exc:
         return [], [f"endpoints not checked: {exc}"]
     for name, read in inventory.backends.items():

@@ -19,7 +19,7 @@ from typing import Any
 from gateway.inventory.reading import ANY_METHOD, WEBSOCKET, AppEndpoint, Unreadable, read_app
 from gateway.inventory.remote import read_openapi
 from gateway.matching import Router, TemplateError, parse_template
-from gateway.routefile.loading import import_target
+from gateway.routefile.loading import import_target, is_factory
 from gateway.routefile.model import DEFAULT_ROUTE_ID, BackendSpec, GatewayConfig, RouteSpec
 
 # In the order they are decided, and shown: a misrouting first.
@@ -74,8 +74,11 @@ def import_app(target: str) -> Any:
         raise Unreadable(f"importing {target!r} raised {exc!r}") from None
 
 
-def read_backend(spec: BackendSpec, folder: Path) -> list[AppEndpoint]:
-    """One backend's endpoints; `folder` is where a relative OpenAPI file is found."""
+def read_backend(spec: BackendSpec, folder: Path, factories: bool = True) -> list[AppEndpoint]:
+    """One backend's endpoints; `folder` is where a relative OpenAPI file is found;
+    `factories` False leaves an app made by a factory unread (`gateway check`)."""
+    if not factories and is_factory(spec.target):
+        raise Unreadable("an app factory, which check does not call ('gateway inventory' does)")
     if spec.kind == "url":
         if spec.openapi is None:
             raise Unreadable("a url backend without 'openapi:' (its endpoints are unknown)")
@@ -83,13 +86,13 @@ def read_backend(spec: BackendSpec, folder: Path) -> list[AppEndpoint]:
     return read_app(import_app(spec.target))
 
 
-def read_backends(config: GatewayConfig) -> dict[str, BackendRead]:
+def read_backends(config: GatewayConfig, factories: bool = True) -> dict[str, BackendRead]:
     """Every backend's endpoints, in the file's order; never raises for an app's fault."""
     folder = Path(config.source).parent if config.source else Path.cwd()
     reads: dict[str, BackendRead] = {}
     for spec in config.backends:
         try:
-            endpoints = read_backend(spec, folder)
+            endpoints = read_backend(spec, folder, factories)
         except Unreadable as exc:
             reads[spec.name] = BackendRead(spec.name, None, str(exc))
         except Exception as exc:  # a framework object in a shape this reader did not expect

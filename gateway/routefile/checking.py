@@ -32,7 +32,8 @@ from gateway.routefile.upstream_rules import UPSTREAM_KEYS, UpstreamChecker
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 MAX_TIMEOUT = 3600.0  # seconds: a backend timeout past an hour is a mistake (or .inf)
-_IMPORT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+# "module:attr", or "module:attr()" for a factory (gunicorn's syntax)
+_IMPORT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*(?:\(\))?$")
 _TOP_KEYS = ("version", "backends", "default", "routes")
 MAX_THREADS = 1024  # per WSGI backend and worker
 MAX_BODY = 2**40  # bytes: 0 already says "no limit"
@@ -141,7 +142,8 @@ class Checker(NodeReader):
         elif not _IMPORT_RE.match(target):
             self.problem(
                 value_node,
-                f"{what}: {target!r} is not an import path; write it as 'package.module:app'",
+                f"{what}: {target!r} is not an import path; write it as 'package.module:app' "
+                "(or 'package.module:create_app()' for a factory)",
             )
             return None
         timeout = threads = None

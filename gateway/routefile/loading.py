@@ -93,8 +93,27 @@ def parse_config(
     )
 
 
+# What each factory made, by target: an app factory is called once per process (a
+# `serve` worker), and whatever reads the app later (the live inventory) gets the app
+# the backend serves, not a second one.
+_made: dict[str, Any] = {}
+
+
 def import_target(target: str) -> Any:
-    """Import "module:attr.attr" and return the object (raises on failure)."""
+    """Import "module:attr.attr" and return the object, or for "module:factory()" what
+    calling the factory returns (raises on failure)."""
+    if not target.endswith("()"):
+        return _imported(target)
+    if target not in _made:
+        _made[target] = _imported(target.removesuffix("()"))()
+    return _made[target]
+
+
+def is_factory(target: str) -> bool:
+    return target.endswith("()")
+
+
+def _imported(target: str) -> Any:
     module_name, _, attr_path = target.partition(":")
     obj: Any = importlib.import_module(module_name)
     for attr in attr_path.split("."):
@@ -103,14 +122,17 @@ def import_target(target: str) -> Any:
 
 
 def check_import(target: str) -> str | None:
-    """Say in plain words why `target` cannot be imported, or None if it can."""
-    module_name, _, attr_path = target.partition(":")
+    """Say in plain words why `target` cannot be imported, or None if it can. A factory
+    is imported and must be callable, but is not called: that is for each worker."""
+    factory = is_factory(target)
+    module_name, _, attr_path = target.removesuffix("()").partition(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         return (
             f"cannot import {target!r}: module {exc.name!r} not found; "
-            "check the module path and that the package is installed"
+            "check the module path, the directory it is imported from (the route file's, "
+            "or --app-dir) and that the package is installed"
         )
     except (SystemExit, KeyboardInterrupt) as exc:
         # A module that exits (sys.exit, argparse reading the gateway's own command
@@ -128,5 +150,7 @@ def check_import(target: str) -> str | None:
             return f"cannot import {target!r}: {module_name!r} has no attribute {attr_path!r}"
         obj = getattr(obj, attr)
     if not callable(obj):
+        if factory:
+            return f"{target!r}: {attr_path!r} is not a factory (it is not callable)"
         return f"{target!r} is not an application (it is not callable)"
     return None

@@ -1,0 +1,137 @@
+"""A team's own apps: app factories, imported from next to the route file (or --app-dir)
+without PYTHONPATH, by `check` and by every `serve` worker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.harness import ROOT, GatewayProcess, gateway_client, write_routes
+
+SHOP = """\
+import os
+from pathlib import Path
+
+def create_app():
+    with Path(__file__).with_name("calls.log").open("a") as log:
+        log.write(f"{os.getpid()}\\n")
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"shop " + environ["PATH_INFO"].encode()]
+
+    return app
+
+def broken():
+    raise RuntimeError("no database configured")
+
+not_a_factory = 42
+"""
+
+SERVICE = """\
+def build():
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"service " + scope["path"].encode()})
+    return app
+"""
+
+TABLE = """\
+version: 1
+backends:
+  legacy: {wsgi: "shop:create_app()"}
+  new: {asgi: "svc.main:build()"}
+default: legacy
+routes:
+  - {id: svc, path: /svc, backend: new}
+"""
+
+
+def _project(folder: Path) -> Path:
+    """A team's checkout: its apps, and its route file next to them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "shop.py").write_text(SHOP)
+    (folder / "svc").mkdir()
+    (folder / "svc" / "__init__.py").write_text("")
+    (folder / "svc" / "main.py").write_text(SERVICE)
+    return write_routes(folder, TABLE)
+
+
+def _gateway(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The `gateway` command, run elsewhere and with nothing of the apps' on PYTHONPATH."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "gateway.cli", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_check_imports_apps_next_to_the_route_file_and_never_calls_a_factory(
+    tmp_path: Path,
+) -> None:
+    routes = _project(tmp_path / "team")
+    done = _gateway("check", str(routes), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{routes}: OK (1 routes, 2 backends")
+    assert not (tmp_path / "team" / "calls.log").exists()
+
+
+def test_app_dir_is_searched_before_the_route_file_directory(tmp_path: Path) -> None:
+    _project(tmp_path / "code")
+    routes = write_routes(tmp_path, TABLE)  # the route file elsewhere
+    done = _gateway("check", str(routes), cwd=tmp_path / "code" / "svc")
+    assert done.returncode == 1
+    assert "cannot import 'shop:create_app()': module 'shop' not found" in done.stderr
+    assert "--app-dir" in done.stderr
+    done = _gateway("check", str(routes), "--app-dir", str(tmp_path / "code"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    done = _gateway("routes", str(routes), "--app-dir", "code", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+
+
+def test_check_refuses_a_factory_that_is_not_callable(tmp_path: Path) -> None:
+    routes = _project(tmp_path / "team")
+    routes.write_text(TABLE.replace("create_app()", "not_a_factory()"))
+    done = _gateway("check", str(routes), cwd=tmp_path)
+    assert done.returncode == 1
+    assert "'shop:not_a_factory()': 'not_a_factory' is not a factory (it is not callable)" in (
+        done.stderr
+    )
+    routes.write_text(TABLE.replace("create_app()", "create_app(1)"))
+    done = _gateway("check", str(routes), cwd=tmp_path)
+    assert "is not an import path; write it as 'package.module:app'" in done.stderr
+
+
+def test_each_worker_calls_the_factories_once_at_startup(tmp_path: Path) -> None:
+    routes = _project(tmp_path / "team")
+    with GatewayProcess(routes, "--workers", "2") as gw:
+        for _ in range(10):
+            assert httpx.get(gw.url + "/a/b", timeout=10).text == "shop /a/b"
+            assert httpx.get(gw.url + "/svc", timeout=10).text == "service /svc"
+    calls = (tmp_path / "team" / "calls.log").read_text().split()
+    assert len(calls) == 2  # one per worker, none per request
+    assert len(set(calls)) == 2
+
+
+def test_a_factory_that_raises_stops_the_start_with_its_reason(tmp_path: Path) -> None:
+    routes = _project(tmp_path / "team")
+    routes.write_text(TABLE.replace("create_app()", "broken()"))
+    sys.path.insert(0, str(tmp_path / "team"))
+    try:
+        with pytest.raises(RuntimeError) as info, gateway_client(routes):
+            pass
+    finally:
+        sys.path.remove(str(tmp_path / "team"))
+        for name in ("shop", "svc", "svc.main"):
+            sys.modules.pop(name, None)
+    assert str(info.value) == (
+        "backend 'legacy' did not load: shop:broken() raised RuntimeError('no database configured')"
+    )
