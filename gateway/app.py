@@ -134,11 +134,11 @@ class Gateway:
             if not on_admin_listener:
                 message = {"error": "the admin API and metrics are on the admin listener"}
                 await self._refuse(scope, send, message)
+            elif path == self._reserved.metrics and kind == "http":  # under the prefix
+                await self._serve_metrics(send)
             elif self._reserved.is_admin(path):
                 sub_path = path[len(self._prefix_bare) :]
                 await self.admin(scope, receive, own_answer(scope, send), sub_path)
-            elif path == self._reserved.metrics and kind == "http":
-                await self._serve_metrics(send)
             else:  # spelled under the prefix, climbing out of it with '..'
                 await self._refuse(scope, send, {"error": "no such admin endpoint"})
             return

@@ -42,7 +42,7 @@ class ReservedPaths:
     """The paths the gateway answers itself, so no route may claim them."""
 
     prefix: str = "/-/"
-    metrics: str | None = "/metrics"
+    metrics: str | None = "/-/metrics"
 
     def holds(self, path: str, as_sent: str | None = None) -> bool:
         """Whether a request for canonical `path` (spelled `as_sent`) is the gateway's."""

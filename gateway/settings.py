@@ -62,7 +62,8 @@ class Settings:
             "then none of it is served on the traffic port"
         ),
     )
-    metrics_path: str = field(default="/metrics", metadata=_doc("path of the Prometheus metrics"))
+    # Under the reserved prefix: many apps serve /metrics themselves (prometheus_flask_exporter).
+    metrics_path: str = field(default="/-/metrics", metadata=_doc("path of the Prometheus metrics"))
     metrics: bool = field(default=True, metadata=_doc("serve Prometheus metrics"))
     route_headers: bool = field(
         default=True, metadata=_doc("add X-Gateway-Route / X-Gateway-Backend to responses")

@@ -96,7 +96,7 @@ def test_gateway_sends_the_share_and_reports_weights(tmp_path: Path) -> None:
             client.get("/book", headers={"X-User-Id": f"u{i}"}).headers["x-gateway-backend"]
             for i in range(400)
         ]
-        metrics = client.get("/metrics").text
+        metrics = client.get("/-/metrics").text
     assert sides == again  # sticky
     assert 60 <= sides.count("new") <= 140
     assert 'gateway_route_weight{backend="legacy",route="book"} 0.75' in metrics

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from gateway.settings import Settings
 from tests.promsupport import (
     DASHBOARD_PROVIDERS,
     DATASOURCES,
@@ -75,7 +76,7 @@ def test_scrape_config_targets_the_gateway() -> None:
     (job,) = config["scrape_configs"]
     assert job["job_name"] == "gateway"
     assert job["scrape_interval"] == "15s"
-    assert job.get("metrics_path", "/metrics") == "/metrics"
+    assert job["metrics_path"] == Settings().metrics_path == "/-/metrics"
     assert job["static_configs"] == [{"targets": ["127.0.0.1:8000"]}]
 
 

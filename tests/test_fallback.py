@@ -60,7 +60,7 @@ def test_failed_idempotent_request_is_replayed_once_on_the_fallback(
 ) -> None:
     with gateway_client(routes) as client:
         r = client.get(path, headers={"X-Request-ID": "rid-7"})
-        metrics = client.get("/metrics").text
+        metrics = client.get("/-/metrics").text
     assert r.status_code == 200
     assert r.json()["app"] == "wsgi"  # the legacy app answered
     assert r.json()["request_id"] == "rid-7"
@@ -83,7 +83,7 @@ def test_idempotent_body_is_replayed_intact(routes: Path) -> None:
 def test_non_idempotent_requests_are_not_replayed(routes: Path) -> None:
     with gateway_client(routes) as client:
         r = client.post("/fail", content=b"{}")
-        metrics = client.get("/metrics").text
+        metrics = client.get("/-/metrics").text
     assert r.status_code == 500
     assert r.json()["kind"] == "exception"
     assert r.headers["x-gateway-backend"] == "new"
@@ -108,7 +108,7 @@ def test_when_the_fallback_fails_too_the_client_gets_that_answer(tmp_path: Path)
     )
     with gateway_client(write_routes(tmp_path, both_fail)) as client:
         r = client.get("/fail")
-        metrics = client.get("/metrics").text
+        metrics = client.get("/-/metrics").text
     assert r.status_code == 502  # replayed once, on the fallback, which is down
     assert r.json()["backend"] == "down"
     assert 'gateway_fallbacks_total{from="new",route="fail",to="down"} 1.0' in metrics
@@ -117,7 +117,7 @@ def test_when_the_fallback_fails_too_the_client_gets_that_answer(tmp_path: Path)
 def test_primary_failures_still_count_against_the_primary(routes: Path) -> None:
     with gateway_client(routes) as client:
         client.get("/fail")
-        metrics = client.get("/metrics").text
+        metrics = client.get("/-/metrics").text
     assert (
         'gateway_requests_total{backend="new",code="500",method="GET",route="fail"} 1.0' in metrics
     )
@@ -191,7 +191,7 @@ def test_rollback_flips_the_failing_route_in_the_file_and_only_that_route(
             time.sleep(0.02)
         assert client.get("/fail").headers["x-gateway-backend"] == "legacy"
         assert client.get("/status/200").headers["x-gateway-backend"] == "new"
-        metrics = client.get("/metrics").text
+        metrics = client.get("/-/metrics").text
     on_disk = path.read_text()
     assert on_disk == text.replace(
         "  - id: fail\n    path: /fail\n    backend: new\n",
@@ -238,7 +238,7 @@ def test_rollback_never_flips_back_by_itself(tmp_path: Path) -> None:
             assert (r.status_code, r.headers["x-gateway-backend"]) == (200, "legacy")
             time.sleep(0.05)
         assert backend_of_status(client) == "legacy"
-        assert 'gateway_rollbacks_total{route="status"} 1.0' in client.get("/metrics").text
+        assert 'gateway_rollbacks_total{route="status"} 1.0' in client.get("/-/metrics").text
     assert path.read_text() == rolled_back
 
 
@@ -258,7 +258,7 @@ def test_policies_naming_the_routes_own_backend_do_nothing(tmp_path: Path) -> No
         assert {r.json()["kind"] for r in answers} == {"exception"}
         time.sleep(0.2)
         assert client.get("/-/shadow").json()["routes"] == {}
-        metrics = client.get("/metrics").text
+        metrics = client.get("/-/metrics").text
     assert 'gateway_route_weight{backend="new",route="fail"} 1.0' in metrics
     assert 'gateway_fallbacks_total{from="new",route="fail",to="new"}' not in metrics
     assert 'gateway_rollbacks_total{route="fail"}' not in metrics
@@ -303,7 +303,7 @@ def test_a_route_moved_back_after_a_rollback_is_watched_afresh(tmp_path: Path) -
                 assert time.monotonic() < deadline, f"rollback {expected_rollbacks} missing"
                 time.sleep(0.02)
             counted = 'gateway_rollbacks_total{route="fail"} ' + f"{expected_rollbacks}.0"
-            assert counted in client.get("/metrics").text
+            assert counted in client.get("/-/metrics").text
             # The operator moves it back to try again: a fresh window, able to trip again.
             r = client.put("/-/routes/fail", json={"backend": "new"})
             assert r.status_code == 200

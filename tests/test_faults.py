@@ -62,7 +62,7 @@ def test_a_protocol_error_gets_the_json_5xx_with_the_request_id(
 def test_metrics_never_record_an_invalid_code(broken_gateway: ThreadServer) -> None:
     for path in [*BROKEN, *UPSTREAM]:
         httpx.get(broken_gateway.url + path, timeout=10)
-    text = httpx.get(broken_gateway.url + "/metrics", timeout=10).text
+    text = httpx.get(broken_gateway.url + "/-/metrics", timeout=10).text
     codes = {
         sample.labels["code"]
         for family in text_string_to_metric_families(text)

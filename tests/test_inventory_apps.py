@@ -267,7 +267,7 @@ def test_apps_that_cannot_be_read_are_reported_not_fatal(
 
 
 def test_check_warns_about_app_routes_the_gateway_hides(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = tmp_path / "routes.yaml"
     config.write_text(
@@ -276,6 +276,10 @@ def test_check_warns_about_app_routes_the_gateway_hides(
         '  fast: {asgi: "tests.inventory_apps:fastapi_app"}\n'
         "default: legacy\n"
     )
+    # The gateway's metrics live under its own prefix: the app's /metrics stays the app's.
+    assert main(["check", "--strict", str(config)]) == 0
+    assert "hidden" not in capsys.readouterr().err
+    monkeypatch.setenv("GATEWAY_METRICS_PATH", "/metrics")  # moved onto the app's path
     assert main(["check", str(config)]) == 0
     err = capsys.readouterr().err
     assert (

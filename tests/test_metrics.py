@@ -48,7 +48,7 @@ routes:
 
 
 def scrape(client: TestClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    r = client.get("/metrics")
+    r = client.get("/-/metrics")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain")
     values = {}
@@ -149,14 +149,16 @@ def test_route_weights_follow_the_live_table(routes: Path) -> None:
 def test_metrics_can_be_turned_off(routes: Path) -> None:
     with gateway_client(routes, metrics=False) as client:
         assert client.get("/new/x").status_code == 200
-        r = client.get("/metrics")  # no longer reserved: the default backend answers
-    assert r.headers["x-gateway-backend"] == "legacy"
+        r = client.get("/-/metrics")  # the admin API's now, which has no such path
+    assert r.status_code == 404
+    assert "x-gateway-backend" not in r.headers
 
 
 def test_metrics_path_is_configurable(routes: Path) -> None:
     with gateway_client(routes, metrics_path="/-metrics") as client:
         assert "gateway_requests_total" in client.get("/-metrics").text
         assert client.get("/metrics").headers["x-gateway-backend"] == "legacy"
+        assert client.get("/-/metrics").status_code == 404
 
 
 def test_requests_are_answered_while_a_scrape_renders(routes: Path) -> None:
@@ -174,12 +176,12 @@ def test_requests_are_answered_while_a_scrape_renders(routes: Path) -> None:
 
     gateway.metrics.render = slow_render  # type: ignore[method-assign]
     with ThreadServer(gateway) as server:
-        scrape = threading.Thread(target=lambda: httpx.get(server.url + "/metrics", timeout=15))
+        scrape = threading.Thread(target=lambda: httpx.get(server.url + "/-/metrics", timeout=15))
         scrape.start()
         assert rendering.wait(5)
         r = httpx.get(server.url + "/new/x", timeout=5)  # answered while the scrape waits
         assert r.status_code == 200
         release.set()
         scrape.join(15)
-        metrics = httpx.get(server.url + "/metrics", timeout=5).text
+        metrics = httpx.get(server.url + "/-/metrics", timeout=5).text
     assert 'route="new.echo"' in metrics

@@ -151,8 +151,8 @@ class Traffic:
 
 
 def _gateway_metric(client: httpx.Client, series: str) -> float | None:
-    """One value of the gateway's own /metrics (all workers together)."""
-    for line in client.get("/metrics").text.splitlines():
+    """One value of the gateway's own /-/metrics (all workers together)."""
+    for line in client.get("/-/metrics").text.splitlines():
         if line.startswith(series + " "):
             return float(line.rsplit(" ", 1)[1])
     return None

@@ -178,7 +178,7 @@ def test_a_session_is_never_logged(client: TestClient, caplog: pytest.LogCapture
 def test_a_session_is_in_no_metric_and_no_admin_answer(client: TestClient) -> None:
     cookie = log_in(client)
     client.get("/me")
-    for path in ("/metrics", "/-/routes", "/-/shadow"):
+    for path in ("/-/metrics", "/-/routes", "/-/shadow"):
         text = client.get(path).text
         assert cookie not in text, path
         assert "alice" not in text, path

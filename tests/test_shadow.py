@@ -61,7 +61,7 @@ def test_seeded_difference_is_a_mismatch_and_ignored_field_is_not(tmp_path: Path
         assert r.json()["price"] == 10  # the client got the primary's answer, unchanged
         counts = wait_for_counts(client, "book", 1)
         report = client.get("/-/shadow?route=book").json()["routes"]["book"]
-        metrics = client.get("/metrics").text
+        metrics = client.get("/-/metrics").text
     assert counts == {"match": 0, "mismatch": 1, "error": 0, "dropped": 0}
     [mismatch] = report["mismatches"]
     assert mismatch["request"] == "GET /book"

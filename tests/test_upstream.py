@@ -239,7 +239,7 @@ routes:
 def _samples(url: str) -> dict[tuple[str, str, str], float]:
     """Route `up`'s request, error and fallback counts: (name, backend, code or kind)."""
     found = {}
-    text = httpx.get(url + "/metrics", timeout=5).text
+    text = httpx.get(url + "/-/metrics", timeout=5).text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             labels = sample.labels

@@ -243,7 +243,7 @@ def _wait_for(condition: Any, seconds: float = 10) -> None:
 def _counts(url: str) -> dict[str, float]:
     """gateway_requests_total by code (this module's gateway serves WebSockets only)."""
     found: dict[str, float] = {}
-    for family in text_string_to_metric_families(httpx.get(url + "/metrics", timeout=5).text):
+    for family in text_string_to_metric_families(httpx.get(url + "/-/metrics", timeout=5).text):
         for sample in family.samples:
             if sample.name == "gateway_requests_total":
                 code = sample.labels["code"]

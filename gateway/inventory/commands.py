@@ -150,10 +150,10 @@ def check_warnings(config: GatewayConfig) -> tuple[list[str], list[str]]:
     for e in inventory.endpoints:
         probe = probe_path(e.path)
         owner = None
-        if probe.startswith(prefix) or probe == prefix.rstrip("/"):
-            owner = f"the admin API ({prefix})"
-        elif probe == metrics and e.method != WEBSOCKET:  # every HTTP method is answered
+        if probe == metrics and e.method != WEBSOCKET:  # every HTTP method is answered
             owner = f"the metrics path ({metrics})"
+        elif probe.startswith(prefix) or probe == prefix.rstrip("/"):
+            owner = f"the admin API ({prefix})"
         if owner is not None:
             warnings.append(
                 f"hidden: {e.method} {e.path} of {', '.join(e.implemented_by)} is answered "
