@@ -17,14 +17,13 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
-COPY legacy_flask ./legacy_flask
-COPY new_fastapi ./new_fastapi
 # Every dependency has a binary wheel for this platform: no compiler in either stage.
-# The `redis` extra is the route store's client (--store). Versions are bounded by
+# The `redis` extra is the route store's client (--store), `demo` the demo apps' Flask
+# and FastAPI (a team's image brings its own apps' dependencies instead). Versions are bounded by
 # pyproject.toml; pin them with a constraints file for repeatable builds. pip stays in
 # the environment, for images built FROM this one (deploy/README.md).
 RUN python -m venv /opt/gateway \
-    && /opt/gateway/bin/pip install --only-binary=:all: --no-binary=strangler-gateway ".[redis]"
+    && /opt/gateway/bin/pip install --only-binary=:all: --no-binary=strangler-gateway ".[redis,demo]"
 
 # --- runtime: the environment and the route file, as a non-root user ---
 FROM ${PYTHON_IMAGE}
@@ -34,10 +33,15 @@ RUN groupadd --system --gid 10001 gateway \
     && install --directory --owner=gateway --group=gateway /var/lib/gateway
 COPY --from=build /opt/gateway /opt/gateway
 COPY routes.yaml /etc/gateway/routes.yaml
+# The apps: the gateway imports them from GATEWAY_APP_DIR first, wherever the route
+# file is mounted. Here the demo pair; an image built on this one puts its own here.
+COPY legacy_flask /opt/apps/legacy_flask
+COPY new_fastapi /opt/apps/new_fastapi
 ENV PATH=/opt/gateway/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     GATEWAY_CONFIG=/etc/gateway/routes.yaml \
+    GATEWAY_APP_DIR=/opt/apps \
     GATEWAY_HOST=0.0.0.0 \
     GATEWAY_PORT=8000 \
     BOOKSTORE_DB=/var/lib/gateway/bookstore.db \

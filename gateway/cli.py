@@ -24,8 +24,9 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from urllib.parse import urlencode
 
-from gateway import tls
+from gateway import fetch, tls
 from gateway.apppath import use_app_dirs
 from gateway.fleet.commands import add_commands, add_store_arguments, store_edit
 from gateway.fleet.store import StoreAddress, StoreError
@@ -205,14 +206,13 @@ def cmd_canary(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    import httpx
-
     url = args.url.rstrip("/") + args.admin_prefix.rstrip("/") + "/shadow"
     try:
-        r = httpx.get(url, params={"route": args.route_id}, timeout=10, trust_env=False)
-        r.raise_for_status()
-        report = r.json()["routes"]
-    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        status, body = fetch.get(url + "?" + urlencode({"route": args.route_id}), timeout=10)
+        if status != 200:
+            raise fetch.FetchError(f"it answered {status}")
+        report = json.loads(body)["routes"]
+    except (fetch.FetchError, ValueError, KeyError) as exc:
         print(f"gateway diff: cannot read {url}: {exc}", file=sys.stderr)
         return 1
     if args.route_id not in report:

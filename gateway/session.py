@@ -37,7 +37,6 @@ from types import MappingProxyType
 from typing import Any
 
 from a2wsgi.wsgi import build_environ
-from flask import Flask
 
 from gateway.backends import ASGIBackend, Backend
 from gateway.errors import BackendBusy
@@ -55,13 +54,22 @@ class SessionSetupError(Exception):
     """A `session_from` that cannot work with what is running (said in plain words)."""
 
 
+def _is_flask(app: Any) -> bool:
+    # Flask is the user's dependency, not the gateway's: without it, no app is one.
+    try:
+        from flask import Flask
+    except ImportError:
+        return False
+    return isinstance(app, Flask)
+
+
 class FlaskSession:
     """One Flask app's session, opened and saved the way Flask does on each request."""
 
     def __init__(self, backend: WSGIBackend) -> None:
         app = backend.app
         name = backend.spec.name
-        if not isinstance(app, Flask):
+        if not _is_flask(app):
             raise SessionSetupError(
                 f"backend {name!r} ({backend.spec.target}) is not a Flask app "
                 f"(it is {type(app).__name__}); session_from needs a Flask app to share"

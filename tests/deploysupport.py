@@ -81,16 +81,22 @@ FINAL = STAGES[-1]
 
 def image_environment(root: Path, port: int) -> dict[str, str]:
     """The Dockerfile's environment, with the image's paths mapped to this machine's:
-    /opt/gateway is the project's virtual environment, the route file a copy of the one
-    the image copies, the state directory a fresh one."""
+    /opt/gateway is the project's virtual environment, the route file and the app
+    directory copies of those the image copies, the state directory a fresh one."""
     (copied,) = [a.split() for a in FINAL.all("COPY") if a.split()[0] == "routes.yaml"]
     config_in_image = copied[1]
     workdir = FINAL.last("WORKDIR")
     shutil.copy(ROOT / "routes.yaml", root / "routes.yaml")
+    # The apps the image copies into its app directory, copied into one here.
+    apps_in_image = FINAL.env()["GATEWAY_APP_DIR"]
+    for source, target in (a.split() for a in FINAL.all("COPY") if not a.startswith("--")):
+        if target.startswith(apps_in_image + "/"):
+            shutil.copytree(ROOT / source, root / "apps" / target.removeprefix(apps_in_image + "/"))
     (root / "state").mkdir()
     mapping = {
         "/opt/gateway/bin": str(BIN),
         config_in_image: str(root / "routes.yaml"),
+        apps_in_image: str(root / "apps"),
         workdir: str(root / "state"),
     }
     env: dict[str, str] = {"PATH": os.environ["PATH"]}

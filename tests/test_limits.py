@@ -128,7 +128,7 @@ def test_a_body_without_length_is_cut_at_the_limit(caps: TestClient) -> None:
 
 def test_a_cut_counts_no_backend_error(caps: TestClient) -> None:
     caps.post("/small", content=b"x" * 6)
-    metrics = caps.get("/metrics").text
+    metrics = caps.get("/-/metrics").text
     assert (
         'gateway_requests_total{backend="legacy",code="413",method="POST",route="small"} 1.0'
         in (metrics)

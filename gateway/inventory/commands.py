@@ -8,6 +8,7 @@ import json
 import sys
 from typing import Any
 
+from gateway import fetch
 from gateway.inventory.joining import (
     Inventory,
     InventoryError,
@@ -85,13 +86,12 @@ def cmd_inventory(args: argparse.Namespace) -> int:
 
 def _fetch_figures(url: str) -> dict[str, Any] | str:
     """The running gateway's per-route figures, or why they could not be had."""
-    import httpx
-
     try:
-        response = httpx.get(url, timeout=30, trust_env=False)
-        response.raise_for_status()
-        figures = response.json()["routes"]
-    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        status, body = fetch.get(url, timeout=30)
+        if status != 200:
+            raise fetch.FetchError(f"it answered {status}")
+        figures = json.loads(body)["routes"]
+    except (fetch.FetchError, ValueError, KeyError) as exc:
         return f"cannot read {url}: {exc}"
     return figures if isinstance(figures, dict) else {}
 

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from gateway import fetch
 from gateway.inventory.reading import AppEndpoint, Unreadable, starlette_template
 
 FETCH_TIMEOUT = 5.0  # seconds: an inventory must not hang on a silent upstream
@@ -72,19 +73,12 @@ def endpoints_of(document: Any, base_path: str, source: str) -> list[AppEndpoint
 
 
 def _fetch(url: str) -> Any:
-    import httpx
-
-    body = bytearray()
     try:
-        with httpx.stream("GET", url, timeout=FETCH_TIMEOUT, trust_env=False) as response:
-            if response.status_code != 200:
-                raise Unreadable(f"{url} answered {response.status_code}, not an OpenAPI document")
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > MAX_DOCUMENT:
-                    raise Unreadable(f"{url} is larger than {MAX_DOCUMENT // 2**20} MiB")
-    except httpx.HTTPError as exc:
-        raise Unreadable(f"cannot fetch {url}: {exc or type(exc).__name__}") from None
+        status, body = fetch.get(url, FETCH_TIMEOUT, MAX_DOCUMENT)
+    except fetch.FetchError as exc:
+        raise Unreadable(f"cannot fetch {url}: {exc}") from None
+    if status != 200:
+        raise Unreadable(f"{url} answered {status}, not an OpenAPI document")
     return _parse(body.decode("utf-8", "replace"), url)
 
 
