@@ -84,7 +84,7 @@ def test_check_imports_apps_next_to_the_route_file_and_never_calls_a_factory(
     assert not (tmp_path / "team" / "calls.log").exists()
 
 
-def test_app_dir_is_searched_before_the_route_file_directory(tmp_path: Path) -> None:
+def test_app_dir_says_where_apps_are_when_not_beside_the_route_file(tmp_path: Path) -> None:
     _project(tmp_path / "code")
     routes = write_routes(tmp_path, TABLE)  # the route file elsewhere
     done = _gateway("check", str(routes), cwd=tmp_path / "code" / "svc")
