@@ -26,13 +26,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from gateway.filelock import exclusive
 from gateway.routefile.editing import Edit, EditError, EditResult
 from gateway.routefile.model import ConfigError
 
@@ -119,7 +118,7 @@ class FileSource:
     def edit_now(self, edit: Edit) -> EditResult:
         """`edit`, blocking (the CLI has no event loop to keep serving)."""
         target = Path(os.path.realpath(self.path))  # edit the file a symlink points at
-        with _locked(target.parent):
+        with exclusive(target.parent):
             try:
                 data = target.read_bytes()
             except OSError as exc:
@@ -162,13 +161,3 @@ def _write_atomic(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-
-
-@contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)

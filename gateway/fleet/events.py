@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from gateway.filelock import exclusive
 from gateway.fleet.store import EVENTS, Store
 
 Event = dict[str, Any]
@@ -64,15 +63,6 @@ class FileEvents:
     async def since(self, after: int) -> list[Event]:
         return await asyncio.to_thread(self._since, after)
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
-
     def _read(self) -> list[Event]:
         try:
             lines = self.path.read_text().splitlines()
@@ -85,7 +75,7 @@ class FileEvents:
         return events
 
     def _append(self, entry: Event) -> int:
-        with self._locked():
+        with exclusive(self._lock_path):
             try:
                 first, last = (int(n) for n in json.loads(self._ends.read_text()))
             except (OSError, ValueError):
@@ -106,6 +96,6 @@ class FileEvents:
             return last
 
     def _since(self, after: int) -> list[Event]:
-        with self._locked():
+        with exclusive(self._lock_path):
             events = self._read()[-EVENTS:]
         return [e for e in events if e["id"] > after]

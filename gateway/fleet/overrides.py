@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.filelock import exclusive
 from gateway.routefile.model import GatewayConfig
 
 FILE = "rollbacks.json"
@@ -44,15 +43,6 @@ class Overrides:
     def __init__(self, directory: str | Path) -> None:
         self.path = Path(directory) / FILE
         self._lock_path = Path(directory) / "rollbacks.lock"
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
 
     def signature(self) -> tuple[int, int] | None:
         """Changes whenever the file is replaced: workers poll it with the table."""
@@ -92,7 +82,7 @@ class Overrides:
 
     def add(self, route_id: str, source: str, to: str, why: str, persist: bool) -> Override:
         override = Override(route_id, source, to, why, round(time.time(), 3), persist)
-        with self._locked():
+        with exclusive(self._lock_path):
             current = self.read()
             current[route_id] = override
             self._write(current)
@@ -101,7 +91,7 @@ class Overrides:
     def drop(self, route_ids: set[str]) -> None:
         if not route_ids:
             return
-        with self._locked():
+        with exclusive(self._lock_path):
             current = self.read()
             kept = {k: v for k, v in current.items() if k not in route_ids}
             if kept != current:
