@@ -30,6 +30,19 @@ backends:
 """
 
 
+# The demo pair with the new app reading the legacy app's session: /me and /logout on new.
+SHARED_LOGIN_TABLE = """\
+version: 1
+backends:
+  legacy: {wsgi: "legacy_flask.app:app"}
+  new: {asgi: "new_fastapi.app:app", session_from: legacy}
+default: legacy
+routes:
+  - {id: me, path: /me, methods: [GET], backend: new}
+  - {id: logout, path: /logout, methods: [POST], backend: new}
+"""
+
+
 def write_routes(directory: Path, text: str, name: str = "routes.yaml") -> Path:
     path = directory / name
     path.write_text(text)

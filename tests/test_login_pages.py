@@ -15,18 +15,9 @@ from playwright.sync_api import BrowserContext, Page
 
 from gateway.app import Gateway
 from gateway.settings import Settings
-from tests.harness import ThreadServer, write_routes
+from tests.harness import SHARED_LOGIN_TABLE, ThreadServer, write_routes
 
-TABLE = """\
-version: 1
-backends:
-  legacy: {wsgi: "legacy_flask.app:app"}
-  new: {asgi: "new_fastapi.app:app", session_from: legacy}
-default: legacy
-routes:
-  - {id: me, path: /me, methods: [GET], backend: new}
-  - {id: logout, path: /logout, methods: [POST], backend: new}
-"""
+TABLE = SHARED_LOGIN_TABLE
 
 
 @pytest.fixture
