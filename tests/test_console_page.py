@@ -124,6 +124,13 @@ def shot(page: Page, name: str) -> None:
     if not os.environ.get("CONSOLE_SCREENSHOTS"):
         return
     page.wait_for_timeout(300)  # let the last refresh paint
+    # The route file lives in the test's temporary directory: show it as a user names it.
+    page.evaluate(
+        """() => {
+          const info = document.getElementById("table-info");
+          info.textContent = info.textContent.replace(/^\\S*\\/routes\\.yaml/, "routes.yaml");
+        }"""
+    )
     page.screenshot(path=str(DOCS / f"console-{name}.png"), full_page=True)
     taken = json.loads(SHOTS.read_text()) if SHOTS.exists() else {}
     SHOTS.write_text(json.dumps({**taken, name: VERSION}, indent=2, sort_keys=True) + "\n")
