@@ -22,8 +22,9 @@ an endpoint added later is covered without naming it): health probes
 (`/healthz`, `/readyz`) are open to all. Everything else needs
 `Authorization: Bearer <token>` when `GATEWAY_ADMIN_TOKEN` is set (401 without,
 403 wrong; compared in constant time). With no token, it answers a loopback
-peer that did not come through a proxy (a request carrying forwarded headers
-did), and when the admin API listens on a non-loopback address, changes are
+peer that did not come through a proxy (the socket's peer, whatever a trusted
+proxy says; a request carrying forwarded headers, believed or not, came through
+one), and when the admin API listens on a non-loopback address, changes are
 refused outright (the gateway warns at start). Reads are protected too: the
 shadow results hold other users' response bodies and query strings. The
 console's page and assets are open too: they hold nothing, and a browser cannot
@@ -58,6 +59,7 @@ from gateway.fleet.instances import fleet_view, iso
 from gateway.fleet.source import RedisSource
 from gateway.fleet.store import StoreUnavailable
 from gateway.http import send_json
+from gateway.proxies import peer_of
 from gateway.types import Message, Receive, Scope, Send
 
 log = logging.getLogger("gateway.admin")
@@ -65,8 +67,6 @@ MAX_BODY = 64 * 1024
 # The console's page and assets hold nothing: the page asks for the token itself.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/console", *(f"/console/{a}" for a in ASSETS)})
 READ_METHODS = frozenset({"GET", "HEAD"})
-# A request with one of these came through a proxy: its socket peer is the proxy's.
-FORWARDED = frozenset({b"forwarded", b"x-forwarded-for", b"x-real-ip"})
 
 _CHANGE_SHAPE = (
     'the body must be {"backend": "<name>"} or {"canary": {"percent": <0-100>}} '
@@ -250,9 +250,11 @@ class Admin:
                 [],
             )
         if self.token is None:
-            client = scope.get("client")
-            proxied = any(name in FORWARDED for name, _ in headers)
-            if not client or not is_loopback(client[0]) or proxied:
+            # The socket's peer, not the client a trusted proxy names; and a request that
+            # carried forwarded headers came through a proxy, believed or not (a local
+            # sidecar proxy outside --forwarded-allow-ips still relays others' requests).
+            peer = peer_of(scope)
+            if not peer.client or not is_loopback(peer.client[0]) or peer.proxied:
                 reason = "the admin API answers loopback clients only (not through a proxy)"
                 return 403, f"{reason}; set GATEWAY_ADMIN_TOKEN to allow others", []
             if self.exposed and scope["method"] not in READ_METHODS:

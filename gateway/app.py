@@ -1,6 +1,7 @@
 """The gateway ASGI application: the front door and the lifespan.
 
-`Gateway.__call__` is the request path. It reads the live `RouteTable` snapshot
+`Gateway.__call__` is the request path. It believes the forwarded headers of
+trusted proxies only (`gateway.proxies`), reads the live `RouteTable` snapshot
 once, matches the canonical path (`gateway.paths`), and hands over to
 `dispatch.serve`. Paths under the admin prefix and the metrics path are the
 gateway's own and never reach a backend, however the client spells them; with
@@ -44,6 +45,7 @@ from gateway.heap import HeapFreezer
 from gateway.http import own_answer, send_json
 from gateway.metrics import Metrics
 from gateway.paths import canonical
+from gateway.proxies import TrustedProxies
 from gateway.routefile.model import ConfigError
 from gateway.settings import Settings
 from gateway.shadow import ShadowRunner
@@ -104,6 +106,7 @@ class Gateway:
             exposed=exposed,
         )
         self._reserved = settings.reserved
+        self._proxies = TrustedProxies(settings.forwarded_allow_ips)
         self._prefix_bare = settings.admin_prefix.rstrip("/")
         self._pool: BackendPool | None = None
         self.shadows: ShadowRunner | None = None
@@ -125,6 +128,9 @@ class Gateway:
         if kind == "lifespan":
             await self._lifespan(receive, send)
             return
+        # Before anything reads the client: from here on it is the one a trusted proxy
+        # names (logs, canaries, apps), the socket's peer is kept for the admin API.
+        self._proxies.resolve(scope)
         if self.draining and kind == "http":
             send = _closing(send)
         as_sent: str = scope["path"]

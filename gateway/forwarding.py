@@ -1,19 +1,35 @@
 """The forwarded headers a url backend receives: who the client is and what it asked for.
 
 The upstream sees the gateway's address as its peer, so the gateway says who
-the client was: `X-Forwarded-For` (the chain so far, the client's address
-appended), `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Forwarded-Port` (what
-the client spoke to), and the same facts as an RFC 7239 `Forwarded` element
-appended to the chain the request came with. `-Proto`, `-Host` and `-Port`
-are the gateway's own statement, not the client's, so a client's are dropped.
+the client was: `X-Forwarded-For` (the chain so far, the gateway's own peer
+appended), `X-Forwarded-Proto` (the client's scheme), `X-Forwarded-Host` and
+`X-Forwarded-Port` (what the client spoke to), and an RFC 7239 `Forwarded`
+element for its own hop (for= its peer, host= the Host it got, proto= the
+scheme it got) appended to the chain the request came with.
+
+A request still carries forwarded headers only when they come from a trusted
+proxy (gateway.proxies removed any other's): then its chain is extended, and the
+Host and port it states pass on unchanged. Otherwise the chain starts here, with
+the gateway's own statement, as for a client that spoke to the gateway directly.
 """
 
 from __future__ import annotations
 
 import re
 
+from gateway.proxies import peer_of
 from gateway.types import Scope
 
+# The headers written here; a request's own values of them are given to `forwarding_headers`.
+OWN = frozenset(
+    {
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"forwarded",
+    }
+)
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 _PROTO = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
 # RFC 7230 token characters: a Forwarded value made only of them needs no quotes.
@@ -21,27 +37,32 @@ _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
 def forwarding_headers(
-    scope: Scope, host: str, chain: list[str], forwarded: list[str]
+    scope: Scope, host: str, came_with: dict[bytes, list[str]]
 ) -> list[tuple[str, str]]:
     """The forwarded headers for the upstream. `host` is the client's Host ("" if none);
-    `chain` and `forwarded` are the X-Forwarded-For and Forwarded values it came with."""
-    proto = _PROTO.get(scope.get("scheme", "http"), "http")
-    client = scope.get("client")
+    `came_with` maps each header of `OWN` the request has to its values."""
+    peer = peer_of(scope)
+    proto = _PROTO.get(scope.get("scheme", "http"), "http")  # a trusted proxy's word
+    chain = came_with.get(b"x-forwarded-for", [])
+    if peer.client:
+        chain = [*chain, peer.client[0]]
     headers: list[tuple[str, str]] = []
-    if client:
-        chain = [*chain, client[0]]
     if chain:
         headers.append(("X-Forwarded-For", ", ".join(chain)))
     headers.append(("X-Forwarded-Proto", proto))
+    stated_host = ", ".join(came_with.get(b"x-forwarded-host", [])) or host
+    if stated_host:
+        headers.append(("X-Forwarded-Host", stated_host))
+    port = ", ".join(came_with.get(b"x-forwarded-port", []))
+    port = port or port_of(stated_host.partition(",")[0].strip()) or _DEFAULT_PORTS[proto]
+    headers.append(("X-Forwarded-Port", port))
     element = []
-    if client:
-        element.append("for=" + _quoted(_node(client[0])))
+    if peer.client:
+        element.append("for=" + _quoted(_node(peer.client[0])))
     if host:
-        headers.append(("X-Forwarded-Host", host))
         element.append("host=" + _quoted(host))
-    headers.append(("X-Forwarded-Port", port_of(host) or _DEFAULT_PORTS[proto]))
-    element.append("proto=" + proto)
-    headers.append(("Forwarded", ", ".join([*forwarded, ";".join(element)])))
+    element.append("proto=" + _PROTO.get(peer.scheme, "http"))
+    headers.append(("Forwarded", ", ".join([*came_with.get(b"forwarded", []), ";".join(element)])))
     return headers
 
 

@@ -21,6 +21,7 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, Literal
 
 from gateway.paths import ReservedPaths
+from gateway.proxies import TrustedProxies
 
 ENV_PREFIX = "GATEWAY_"
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -53,6 +54,16 @@ class Settings:
     wsgi_wait: float = field(
         default=5.0,
         metadata=_doc("seconds a request waits for a free WSGI thread before a 503"),
+    )
+    # Loopback in both families: a proxy on the same host connects from either,
+    # whichever address the gateway listens on (uvicorn's default names 127.0.0.1 alone).
+    forwarded_allow_ips: str = field(
+        default="127.0.0.1,::1",
+        metadata=_doc(
+            "peers trusted to say who the client is: from them X-Forwarded-For/-Proto "
+            "(else Forwarded) set the client address and scheme; from others those headers "
+            "are removed. '*' (all), or IP addresses and networks, comma-separated"
+        ),
     )
     admin_prefix: str = field(default="/-/", metadata=_doc("reserved path prefix of the admin API"))
     admin_listen: str | None = field(
@@ -183,6 +194,7 @@ class Settings:
         for name in ("shutdown_delay", "graceful_timeout"):
             if not 0 <= getattr(self, name) <= 3600:  # also refuses nan and inf
                 raise ValueError(f"{name.replace('_', ' ')} must be between 0 and 3600 seconds")
+        TrustedProxies(self.forwarded_allow_ips)  # raises ValueError naming the entry
         if self.admin_listen is not None:
             port = _address(self.admin_listen)[1]
             if port == self.port:

@@ -29,6 +29,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.errors import BackendTimeout, BackendUnreachable, BadResponse, BrokenStream
+from gateway.forwarding import OWN as FORWARDING
 from gateway.forwarding import forwarding_headers
 from gateway.http import has_body
 from gateway.routefile.model import HOST_PRESERVE, HOST_UPSTREAM, BackendSpec
@@ -52,10 +53,6 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
-
-
-# Set by the gateway from what it knows of the request; a client's own are dropped.
-_REPLACED = frozenset({b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port"})
 
 
 def new_client(max_connections: int = 512) -> aiohttp.ClientSession:
@@ -109,24 +106,21 @@ class HTTPBackend:
         if scope["query_string"]:
             url += "?" + scope["query_string"].decode("latin-1")
         host = ""
-        chain: list[str] = []  # X-Forwarded-For and Forwarded as the client sent them
-        forwarded: list[str] = []
+        came_with: dict[bytes, list[str]] = {}  # the forwarded headers the request has
         kept: CIMultiDict[str] = CIMultiDict()
         for name, value in _strip_hop_by_hop(scope["headers"]):
             text = value.decode("latin-1")
             if name == b"host":
                 host = text
-            elif name == b"x-forwarded-for":
-                chain.append(text)
-            elif name == b"forwarded":
-                forwarded.append(text)
-            elif name not in _REPLACED:
+            elif name in FORWARDING:
+                came_with.setdefault(name, []).append(text)
+            else:
                 kept.add(name.decode("latin-1"), text)
         if self._host is not None:
             kept["Host"] = self._host
         elif host and self.spec.host == HOST_PRESERVE:
             kept["Host"] = host
-        kept.extend(forwarding_headers(scope, host, chain, forwarded))
+        kept.extend(forwarding_headers(scope, host, came_with))
         return url, kept
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -27,6 +27,7 @@ NON_DEFAULT = Settings(
     body_timeout=7.5,
     admin_prefix="/_admin/",
     admin_listen="127.0.0.1:9001",
+    forwarded_allow_ips="10.0.0.0/8,192.0.2.1",
     metrics_path="/prom",
     metrics=False,
     route_headers=False,
@@ -75,11 +76,11 @@ def test_command_line_wins_over_the_environment() -> None:
 
 def test_variables_of_no_setting_are_left_alone() -> None:
     # Kubernetes adds GATEWAY_SERVICE_HOST and the like for a Service named `gateway`;
-    # a deployment may set a variable a newer gateway reads (the manifests here do).
+    # a deployment may set a variable that only a newer gateway reads.
     env = {
         "GATEWAY_SERVICE_HOST": "10.0.0.1",
         "GATEWAY_PORT_8000_TCP": "tcp://10.0.0.1:8000",
-        "GATEWAY_FORWARDED_ALLOW_IPS": "*",
+        "GATEWAY_TRUSTED_HOSTS": "*",
     }
     assert Settings.load(env) == Settings()
 
@@ -114,6 +115,12 @@ def test_admin_token_comes_from_the_environment_only() -> None:
             "warning, info, debug",
         ),
         ("GATEWAY_WORKERS", "0", "gateway serve: workers must be at least 1"),
+        (
+            "GATEWAY_FORWARDED_ALLOW_IPS",
+            "10.0.0.0/8, ingress",
+            "gateway serve: forwarded allow ips: 'ingress' is not an IP address or network; "
+            "expected '*', or IP addresses and networks (10.0.0.0/8) separated by commas",
+        ),
         (
             "GATEWAY_SHUTDOWN_DELAY",
             "soon",

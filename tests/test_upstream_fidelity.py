@@ -73,20 +73,21 @@ def test_forwarded_headers_name_the_client_and_what_it_spoke_to(
         assert plain["x-forwarded-proto"] == "http"  # type: ignore[index]
         assert plain["x-forwarded-port"] == str(gw.port)  # type: ignore[index]
         assert plain["forwarded"] == f'for=127.0.0.1;host="127.0.0.1:{gw.port}";proto=http'  # type: ignore[index]
-        # A chain the request came with is extended; what the gateway states is its own.
+        # From a trusted proxy (loopback, by default) the chain is extended, and the
+        # client's scheme, Host and port it states pass on.
         sent = {
             "Host": "books.example.org",
             "Forwarded": 'for="[2001:db8::7]";proto=https',
             "X-Forwarded-For": "198.51.100.4",
             "X-Forwarded-Proto": "https",
-            "X-Forwarded-Port": "1",
-            "X-Forwarded-Host": "evil.example",
+            "X-Forwarded-Port": "8443",
+            "X-Forwarded-Host": "shop.example",
         }
         chained = _seen(gw.url, headers=sent)["headers"]
         assert chained["x-forwarded-for"] == "198.51.100.4, 127.0.0.1"  # type: ignore[index]
-        assert chained["x-forwarded-proto"] == "http"  # type: ignore[index]
-        assert chained["x-forwarded-host"] == "books.example.org"  # type: ignore[index]
-        assert chained["x-forwarded-port"] == "80"  # type: ignore[index]
+        assert chained["x-forwarded-proto"] == "https"  # type: ignore[index]
+        assert chained["x-forwarded-host"] == "shop.example"  # type: ignore[index]
+        assert chained["x-forwarded-port"] == "8443"  # type: ignore[index]
         assert chained["forwarded"] == (  # type: ignore[index]
             'for="[2001:db8::7]";proto=https, for=127.0.0.1;host=books.example.org;proto=http'
         )
