@@ -191,7 +191,9 @@ def test_deployment_runs_the_gateway_as_the_image_expects() -> None:
     drain = float(env["GATEWAY_SHUTDOWN_DELAY"]) + float(env["GATEWAY_GRACEFUL_TIMEOUT"])
     assert pod["terminationGracePeriodSeconds"] >= drain + 10  # 10 s for the backends
     assert env["GATEWAY_LOG_FORMAT"] == "json"
-    assert env["GATEWAY_FORWARDED_ALLOW_IPS"]
+    # The ingress's range is a setting the gateway reads (one it refuses stops the pod).
+    trusted = Settings.load({"GATEWAY_FORWARDED_ALLOW_IPS": env["GATEWAY_FORWARDED_ALLOW_IPS"]})
+    assert trusted.forwarded_allow_ips == "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"
     assert pod["enableServiceLinks"] is False
     spread = {c["topologyKey"] for c in pod["topologySpreadConstraints"]}
     assert "kubernetes.io/hostname" in spread
