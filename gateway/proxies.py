@@ -19,15 +19,16 @@ applies it once per request, at the front door (`Gateway.__call__`), to the scop
 Everything after reads the result: the `client_ip` canary key, the access log
 (uvicorn logs the scope's client), the WSGI environ (a2wsgi's `REMOTE_ADDR` and
 `wsgi.url_scheme`), an ASGI app's `request.client` and URLs. The socket's own view
-stays in `scope[PEER]`: the admin API judges the real peer (gateway.admin), and
-the chain a url backend gets is extended with it (gateway.forwarding).
+of such a request stays in `scope[PEER]` (`peer_of`): the admin API judges the real
+peer (gateway.admin), and the chain a url backend gets is extended with it
+(gateway.forwarding).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gateway.types import Scope
 
@@ -39,8 +40,7 @@ _PAIR = re.compile(r'\s*([^=;,\s]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;,\s]*)\s*(;|,|$)
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-@dataclass(frozen=True, slots=True)
-class Peer:
+class Peer(NamedTuple):
     """The connection as the socket saw it, before any forwarded header was believed."""
 
     client: tuple[str, int] | None
@@ -50,8 +50,8 @@ class Peer:
 
 
 def peer_of(scope: Scope) -> Peer:
-    """The scope's `Peer`; one made from the scope itself where the front door did not
-    run (a backend called on its own)."""
+    """The request's `Peer`. Only a request with forwarded headers has one in the
+    scope: for any other the scope's client and scheme are the socket's own."""
     peer: Peer | None = scope.get(PEER)
     if peer is None:
         peer = Peer(scope.get("client"), scope.get("scheme", "http"), False)
@@ -105,18 +105,17 @@ class TrustedProxies:
         return any(address in network for network in self._networks)
 
     def resolve(self, scope: Scope) -> None:
-        """Set the scope's client and scheme, and its headers, by the rule above;
-        the socket's own view goes to `scope[PEER]`."""
+        """Set the scope's client and scheme, and its headers, by the rule above; the
+        socket's own view of a request with forwarded headers goes to `scope[PEER]`."""
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        client: tuple[str, int] | None = scope.get("client")
-        proxied = False
-        for name, _ in headers:  # a loop, not any(): this runs for every request
-            if name.startswith(b"x-forwarded-") or name in _OTHER_FORWARDING:
-                proxied = True
+        # Every request passes here: the common case (no such header) costs one loop.
+        for name, _ in headers:
+            if name[:12] == b"x-forwarded-" or name in _OTHER_FORWARDING:
                 break
-        scope[PEER] = Peer(client, scope.get("scheme", "http"), proxied)
-        if not proxied:
+        else:
             return
+        client: tuple[str, int] | None = scope.get("client")
+        scope[PEER] = Peer(client, scope.get("scheme", "http"), True)
         if not (self._all or (client is not None and self.trusts(client[0]))):
             scope["headers"] = [(n, v) for n, v in headers if not is_forwarding(n)]
             return
