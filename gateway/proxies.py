@@ -61,7 +61,7 @@ def peer_of(scope: Scope) -> Peer:
 _OTHER_FORWARDING = frozenset({b"forwarded", b"x-real-ip"})
 
 
-def is_forwarding(name: bytes) -> bool:
+def _is_forwarding(name: bytes) -> bool:
     """Whether a (lower-case) header name states something about an earlier hop."""
     return name.startswith(b"x-forwarded-") or name in _OTHER_FORWARDING
 
@@ -117,7 +117,7 @@ class TrustedProxies:
         client: tuple[str, int] | None = scope.get("client")
         scope[PEER] = Peer(client, scope.get("scheme", "http"), True)
         if not (self._all or (client is not None and self.trusts(client[0]))):
-            scope["headers"] = [(n, v) for n, v in headers if not is_forwarding(n)]
+            scope["headers"] = [(n, v) for n, v in headers if not _is_forwarding(n)]
             return
         host, proto = self._stated(headers)
         if host is not None:
