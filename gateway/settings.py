@@ -55,8 +55,8 @@ class Settings:
         default=5.0,
         metadata=_doc("seconds a request waits for a free WSGI thread before a 503"),
     )
-    # Loopback in both families: a proxy on the same host connects from either,
-    # whichever address the gateway listens on (uvicorn's default names 127.0.0.1 alone).
+    # Loopback in both families, as gunicorn's default: a proxy on the same host may
+    # connect from either (uvicorn's default names 127.0.0.1 alone).
     forwarded_allow_ips: str = field(
         default="127.0.0.1,::1",
         metadata=_doc(
