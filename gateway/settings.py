@@ -195,6 +195,10 @@ class Settings:
             if not 0 <= getattr(self, name) <= 3600:  # also refuses nan and inf
                 raise ValueError(f"{name.replace('_', ' ')} must be between 0 and 3600 seconds")
         TrustedProxies(self.forwarded_allow_ips)  # raises ValueError naming the entry
+        if self.store is not None:
+            from gateway.fleet.store import StoreAddress
+
+            StoreAddress(self.store, self.store_key)  # raises ValueError, password hidden
         if self.admin_listen is not None:
             port = _address(self.admin_listen)[1]
             if port == self.port:
@@ -209,10 +213,6 @@ class Settings:
     def reserved(self) -> ReservedPaths:
         """The paths the gateway answers itself, which no route may claim."""
         return ReservedPaths(self.admin_prefix, self.metrics_path if self.metrics else None)
-        if self.store is not None:
-            from gateway.fleet.store import StoreAddress
-
-            StoreAddress(self.store, self.store_key)  # raises ValueError, password hidden
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **given: Any) -> Settings:

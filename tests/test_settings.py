@@ -122,6 +122,12 @@ def test_admin_token_comes_from_the_environment_only() -> None:
             "expected '*', or IP addresses and networks (10.0.0.0/8) separated by commas",
         ),
         (
+            "GATEWAY_STORE",
+            "http://:hunter2@redis.internal:6379",
+            "gateway serve: the store URL must start with redis://, rediss:// or unix:// "
+            "(got 'http://:***@redis.internal:6379')",
+        ),
+        (
             "GATEWAY_SHUTDOWN_DELAY",
             "soon",
             "gateway serve: GATEWAY_SHUTDOWN_DELAY='soon': expected a number",
