@@ -8,6 +8,10 @@ client that stalls its upload stalls in the loop, where it costs nothing, and
 `--body-timeout` ends it there. A larger body streams to the thread as it comes
 (still bounded by `--body-timeout`).
 
+The environ is a2wsgi's plus `wsgi.input_terminated`, as gunicorn sets it: the
+server ends `wsgi.input` at the end of the body, so an app may read a body of
+unknown length (a chunked upload). Werkzeug reads none without it.
+
 Each backend has its own pool (`threads:`, else `--wsgi-threads`), so one slow
 app cannot take another's threads, and a request waits at most
 `WSGIOptions.wait` seconds for a free one, then gets a JSON 503. A thread counts
@@ -38,6 +42,7 @@ from gateway.routefile.model import BackendSpec
 from gateway.types import Message, Receive, Scope, Send
 
 T = TypeVar("T")
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Any]
 
 SEND_QUEUE = 10  # response chunks a2wsgi queues between the thread and the loop (its default)
 
@@ -58,6 +63,7 @@ class WSGIBackend:
     def __init__(self, spec: BackendSpec, options: WSGIOptions) -> None:
         self.spec = spec
         self.app = import_target(spec.target)
+        self._serve = _input_terminated(self.app)
         self.threads = spec.threads or options.threads
         self.buffer = options.buffer
         self.wait = options.wait
@@ -83,7 +89,7 @@ class WSGIBackend:
             # an executor that frees the thread when the app is done with it. a2wsgi
             # has no parameter for that; pyproject.toml bounds its version so that a
             # release that changes WSGIResponder fails the install, not production.
-            responder = WSGIResponder(self.app, job, SEND_QUEUE)  # type: ignore[arg-type]
+            responder = WSGIResponder(self._serve, job, SEND_QUEUE)  # type: ignore[arg-type]
             await responder(scope, receive, send)  # type: ignore[arg-type]
         finally:
             if not job.submitted:
@@ -155,6 +161,16 @@ class _OneJob:
         self.done = True
         with contextlib.suppress(RuntimeError):  # the loop closed: nothing to free
             self.loop.call_soon_threadsafe(self.release)
+
+
+def _input_terminated(app: WSGIApp) -> WSGIApp:
+    """`app` told that `wsgi.input` ends where the body does (a2wsgi's stream does)."""
+
+    def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        environ["wsgi.input_terminated"] = True
+        return app(environ, start_response)
+
+    return serve
 
 
 async def _preload(receive: Receive, limit: int) -> Receive | None:

@@ -1,0 +1,33 @@
+"""A Flask app that reads request bodies the ways apps do (raw, form, files)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+
+uploads = Flask(__name__)
+
+
+@uploads.post("/echo")
+def echo() -> Response:
+    """The body as the app read it, and what the server said about its end."""
+    return Response(
+        request.get_data(),
+        mimetype="application/octet-stream",
+        headers={"X-Input-Terminated": str(request.environ.get("wsgi.input_terminated"))},
+    )
+
+
+@uploads.post("/form")
+def form() -> Any:
+    files = {
+        name: {
+            "filename": part.filename,
+            "size": len(data := part.read()),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+        for name, part in request.files.items()
+    }
+    return jsonify(form=request.form.to_dict(), files=files)
