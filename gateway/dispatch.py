@@ -8,10 +8,15 @@ calls the target, replays on the fallback if the target failed before anything
 reached the client, delivers the answer (or the gateway's JSON error, with the
 request id), and hands the exchange to the shadower.
 
-A 5xx response from a backend is held back (up to `HOLD_LIMIT` bytes) until
-the backend returns. Frameworks such as Starlette send their own plain-text
-500 and *then* re-raise; holding the 5xx lets the gateway replace it with its
-JSON error carrying the request id, and is the seam a fallback needs.
+An app's own answer, any status, reaches the client unchanged, even when the
+app raises after it (Starlette's error middleware sends its plain-text 500 and
+*then* re-raises): the failure is still logged, counted as a backend error and
+counted against the rollback watch. The gateway answers with its own JSON only
+when the app gave no complete answer (it raised before or while answering, timed
+out, could not be reached, broke the protocol) or when the gateway cut the
+request short itself (a limit). Where a fallback could replay the request, a 5xx
+answer is held back (up to `HOLD_LIMIT` bytes) until the backend returns, so that
+the fallback's answer can replace it; elsewhere nothing is held.
 """
 
 from __future__ import annotations
@@ -73,17 +78,19 @@ class Outcome(enum.Enum):
 
 class _Exchange:
     """One backend's response on its way to the client: its status, a held 5xx, the
-    failure, and whether anything reached the client yet."""
+    failure, whether the answer is complete, and whether anything reached the client."""
 
     __slots__ = (
         "capture",
         "client_gone",
+        "complete",
         "deadline",
         "extra",
         "failure",
         "guard",
         "held",
         "held_bytes",
+        "hold",
         "send",
         "sent",
         "status",
@@ -97,8 +104,10 @@ class _Exchange:
         request_id: str,
         capture: Captured | None = None,
         guard: BodyGuard | None = None,
+        hold: bool = False,
     ) -> None:
         self.target = target
+        self.hold = hold  # hold a 5xx: a fallback may answer instead
         self.guard = guard
         self.send = send
         # The gateway's headers on every answer, the backend's or its own.
@@ -106,6 +115,7 @@ class _Exchange:
         self.capture = capture
         self.status = 0  # 0 until the backend starts its response
         self.sent = False  # whether anything reached the client
+        self.complete = False  # the backend sent its answer's last body part
         self.held: list[Message] | None = None
         self.held_bytes = 0
         self.failure: BackendFailure | None = None
@@ -118,6 +128,12 @@ class _Exchange:
         if self.guard is None or self.sent:
             return None
         return self.guard.cut
+
+    @property
+    def own_answer(self) -> bool:
+        """Whether the client gets the backend's answer (whole, or as far as it went)
+        rather than the gateway's."""
+        return self.sent or self.complete
 
     @property
     def outcome(self) -> Outcome:
@@ -140,14 +156,18 @@ class _Exchange:
                 raise BadResponse("the backend started its response twice")
             if (problem := start_problem(message)) is not None:
                 raise BadResponse(f"the backend's response start has {problem}")
-        elif kind == "http.response.body" and not self.status:
-            raise BadResponse("the backend sent a body before its response start")
+        elif kind == "http.response.body":
+            if not self.status:
+                raise BadResponse("the backend sent a body before its response start")
+            self.complete = not message.get("more_body", False)
+        elif kind == "websocket.http.response.body":
+            self.complete = not message.get("more_body", False)
         if kind in _STARTS:
             if self.deadline is not None:
                 self.deadline.reschedule(None)  # started in time: no limit on the rest
             self.status = message.get("status", 101)  # 101: websocket.accept
             message["headers"] = [*message.get("headers", ()), *self.extra]
-            if self.status >= 500:
+            if self.status >= 500 and self.hold:
                 self.held = [message]
                 return
         elif self.held is not None:
@@ -198,7 +218,9 @@ async def serve(route: Route, scope: Scope, receive: Receive, send: Send) -> Non
             await recorder.preload()
         receive = recorder.receive
     capture = Captured() if todo.shadower is not None else None
-    exchange = await _attempt(todo.target, scope, receive, send, request_id, capture, client)
+    exchange = await _attempt(
+        todo.target, scope, receive, send, request_id, capture, client, todo.fallback is not None
+    )
     if exchange.outcome in (Outcome.ANSWERED, Outcome.FAILED) and todo.rollback is not None:
         todo.rollback.record(exchange.outcome is Outcome.FAILED)
     fallback = todo.fallback
@@ -227,10 +249,12 @@ async def _attempt(
     request_id: str,
     capture: Captured | None = None,
     client: BodyGuard | None = None,
+    hold: bool = False,
     replaces: _Exchange | None = None,
 ) -> _Exchange:
-    """Call one backend. A 5xx answer stays held; the caller decides what reaches the client."""
-    exchange = _Exchange(target, send, request_id, capture, client)
+    """Call one backend. With `hold`, a 5xx answer stays held: the caller decides
+    whether it reaches the client (or a fallback's instead)."""
+    exchange = _Exchange(target, send, request_id, capture, client, hold)
     if client is not None:
         client.waiting = exchange.client_waited
     backend = target.backend
@@ -271,8 +295,10 @@ async def _attempt(
     if exchange.cut is not None:
         exchange.failure = None  # whatever the app made of the cut body
         exchange.discard()
-    elif exchange.failure is not None and client and client.gone and not exchange.sent:
-        # Failing to read a body its client abandoned is not the backend's fault.
+    elif exchange.failure is not None and client and client.gone:
+        # Failing to read a body its client abandoned is not the backend's fault, even
+        # after the app answered for it (Starlette's 500 for the disconnect): nobody
+        # is there to read that answer.
         exchange.failure = None
         exchange.client_gone = True
         exchange.discard()
@@ -291,7 +317,7 @@ def _record(exchange: _Exchange, scope: Scope, seconds: float, replaces: _Exchan
         status = cut.status
     elif exchange.client_gone:
         status = CLIENT_CLOSED
-    elif failure is not None and not exchange.sent:
+    elif failure is not None and not exchange.own_answer:
         status = failure.status
     else:
         status = exchange.status
@@ -303,7 +329,7 @@ def _record(exchange: _Exchange, scope: Scope, seconds: float, replaces: _Exchan
 
 
 async def _finish(route: Route, scope: Scope, exchange: _Exchange, request_id: str) -> None:
-    """Deliver the final answer: the held response, or the gateway's own for a failure."""
+    """Deliver the final answer: the backend's own (held or not), else the gateway's."""
     if exchange.client_gone:
         log.info(
             "client went away before its request body was sent: route=%s backend=%s "
@@ -338,19 +364,28 @@ async def _finish(route: Route, scope: Scope, exchange: _Exchange, request_id: s
     if failure is None:
         await exchange.flush()
         return
+    if exchange.complete:
+        answer = f"{exchange.status} (its own answer)"
+    elif exchange.sent:
+        answer = "(response already started)"
+    else:
+        answer = str(failure.status)
     log.error(
         "backend failed: route=%s backend=%s request_id=%s kind=%s status=%s %s %s: %s",
         route.id,
         exchange.target.name,
         request_id,
         failure.kind,
-        failure.status if not exchange.sent else "(response already started)",
+        answer,
         scope.get("method", "WEBSOCKET"),
         scope["path"],
         failure.detail,
     )
-    if exchange.sent:
-        return  # too late to answer: returning mid-response makes the server drop it
+    if exchange.own_answer:
+        # A complete answer stands as the app gave it. One already under way cannot
+        # change: returning mid-response makes the server drop the connection.
+        await exchange.flush()
+        return
     exchange.discard()
     if scope["type"] == "websocket":
         await exchange.send({"type": "websocket.close", "code": 1011})

@@ -15,8 +15,11 @@
 Each class carries its status, its `kind` (the label of
 `gateway_backend_errors_total{kind=...}`) and the public reason the client
 reads in the JSON answer, with the request id; `detail` is for the log line
-only. A failure after the response started cannot change the status: the
-connection is dropped, so the client sees a truncated body.
+only. The gateway answers only for a backend that gave no complete answer: an
+answer the backend completed stands even if it raises afterwards (the failure is
+still logged and counted), and one that already reached the client in part
+cannot change its status: the connection is dropped, so the client sees a
+truncated body.
 
 A `RequestCut` is the client's doing, not the backend's: it counts no backend
 error. The backend reads the end of its body (an ASGI app gets

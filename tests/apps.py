@@ -40,6 +40,11 @@ async def fail(request: Request) -> PlainTextResponse:
     raise RuntimeError("the new code is broken")
 
 
+async def read_and_fail(request: Request) -> PlainTextResponse:
+    await request.body()
+    raise RuntimeError("the new code is broken after reading the body")
+
+
 async def hang(request: Request) -> PlainTextResponse:
     await asyncio.sleep(3600)
     return PlainTextResponse("never")
@@ -113,6 +118,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[dict[str, str]]:
 asgi = Starlette(
     routes=[
         Route("/fail", fail, methods=["GET", "HEAD", "POST", "PUT", "DELETE"]),
+        Route("/fail-after-read", read_and_fail, methods=["PUT"]),
         Route("/book", book, methods=["GET", "POST", "PUT"]),
         Route("/hang", hang),
         Route("/remote-hang", hang),

@@ -21,7 +21,7 @@ SIZES = [pytest.param(100, id="preloaded"), pytest.param(BUFFER * 20, id="stream
 TABLE = """\
 version: 1
 backends:
-  legacy: {wsgi: "tests.upload_apps:uploads"}
+  legacy: {wsgi: "tests.flask_apps:app"}
 default: legacy
 """
 

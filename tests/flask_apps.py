@@ -1,4 +1,5 @@
-"""A Flask app that reads request bodies the ways apps do (raw, form, files)."""
+"""A Flask app that reads request bodies the ways apps do (raw, form, files) and gives
+answers of its own (an error answer with its own body and headers)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-uploads = Flask(__name__)
+app = Flask(__name__)
 
 
-@uploads.post("/echo")
+@app.post("/echo")
 def echo() -> Response:
     """The body as the app read it, and what the server said about its end."""
     return Response(
@@ -20,7 +21,7 @@ def echo() -> Response:
     )
 
 
-@uploads.post("/form")
+@app.post("/form")
 def form() -> Any:
     files = {
         name: {
@@ -31,3 +32,12 @@ def form() -> Any:
         for name, part in request.files.items()
     }
     return jsonify(form=request.form.to_dict(), files=files)
+
+
+@app.get("/unavailable")
+def unavailable() -> Any:
+    answer = jsonify(error="maintenance", until="10:00")
+    answer.status_code = 503
+    answer.headers["Retry-After"] = "120"
+    answer.headers["X-App-Error"] = "maintenance"
+    return answer
