@@ -5,9 +5,10 @@ copy is sent only once the primary has answered, as a background task with its
 own timeout, and at most `MAX_IN_FLIGHT` copies run at once per process
 (excess copies are dropped and counted). What is compared: the status code,
 the media type, and the body (JSON structurally, minus the ignored paths;
-anything else byte for byte). With `calibrate`, the primary is asked a second
-time as well, and whatever differs between its two answers is noise that is
-ignored automatically.
+anything else byte for byte). An answer to `HEAD` has no body (a server sends
+none, whatever the app gave it), so for `HEAD` only status and media type count.
+With `calibrate`, the primary is asked a second time as well, and whatever
+differs between its two answers is noise that is ignored automatically.
 
 Bodies are the one place the gateway buffers: both sides' bodies are kept up
 to `BODY_CAP` bytes for the comparison; a larger exchange is dropped.
@@ -126,8 +127,10 @@ def compare(
     ignore: tuple[JsonPath, ...],
     primary_name: str,
     shadow_name: str,
+    bodies: bool = True,
 ) -> list[str]:
-    """Readable differences, empty when the two answers are the same."""
+    """Readable differences, empty when the two answers are the same (without
+    `bodies`, as answers to HEAD: status and media type only)."""
     out = []
     if primary.status != shadow.status:
         out.append(f"status: {primary_name} {primary.status}, {shadow_name} {shadow.status}")
@@ -136,6 +139,8 @@ def compare(
             f"content-type: {primary_name} {primary.media_type or '(none)'!r}, "
             f"{shadow_name} {shadow.media_type or '(none)'!r}"
         )
+    if not bodies:
+        return out
     left, right = _parse_json(primary), _parse_json(shadow)
     if left is not _MISSING and right is not _MISSING:
         for path, a, b in json_differences(left, right, ignore):
@@ -228,7 +233,8 @@ class ShadowRunner:
     def submit(
         self, shadower: Shadower, scope: Scope, body: bytes | None, primary: Captured
     ) -> None:
-        if body is None or primary.overflow or len(self._tasks) >= self.max_in_flight:
+        overflow = primary.overflow and _has_body(scope)
+        if body is None or overflow or len(self._tasks) >= self.max_in_flight:
             shadower.result("dropped")
             return
         task = asyncio.create_task(self._run(shadower, scope, body, primary))
@@ -250,13 +256,14 @@ class ShadowRunner:
             log.debug("shadow failed: route=%s error=%r", shadower.route_id, exc)
             return
         shadow = answers[0]
-        if shadow.overflow:
+        bodies = _has_body(scope)
+        if shadow.overflow and bodies:
             shadower.result("dropped")
             return
         ignore = spec.ignore
         if spec.calibrate:
             ignore = ignore + noise_paths(primary, answers[1])
-        differences = compare(primary, shadow, ignore, primary_name, shadower.backend_name)
+        differences = compare(primary, shadow, ignore, primary_name, shadower.backend_name, bodies)
         if not differences:
             shadower.result("match")
             return
@@ -279,6 +286,11 @@ class ShadowRunner:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _has_body(scope: Scope) -> bool:
+    """Whether the answer to this request has a body for the client to see."""
+    return bool(scope["method"] != "HEAD")
 
 
 def _request_id(scope: Scope) -> str:

@@ -101,6 +101,11 @@ async def book(request: Request) -> JSONResponse:
     return JSONResponse({**BOOK, "price": 12, "updated_at": time.time()})
 
 
+async def same(request: Request) -> JSONResponse:
+    """The new side of tests.flask_apps' /same: the same answer, as Starlette gives it."""
+    return JSONResponse({"title": "Dune"})
+
+
 async def ws_echo(websocket: WebSocket) -> None:
     await websocket.accept()
     text = await websocket.receive_text()
@@ -121,6 +126,7 @@ asgi = Starlette(
         Route("/fail-after-read", read_and_fail, methods=["PUT"]),
         Route("/book", book, methods=["GET", "POST", "PUT"]),
         Route("/hang", hang),
+        Route("/same", same),
         Route("/remote-hang", hang),
         Route("/stream", slow_stream),
         Route("/local/stream", slow_stream),

@@ -1,9 +1,11 @@
 """A Flask app that reads request bodies the ways apps do (raw, form, files) and gives
-answers of its own (an error answer with its own body and headers)."""
+answers of its own (an error answer with its own body and headers; /same, the
+answer of tests.apps' /same, or another status or type on request)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
@@ -41,3 +43,12 @@ def unavailable() -> Any:
     answer.headers["Retry-After"] = "120"
     answer.headers["X-App-Error"] = "maintenance"
     return answer
+
+
+@app.get("/same")
+def same() -> Response:
+    return Response(
+        json.dumps({"title": "Dune"}),
+        status=int(request.args.get("status", "200")),
+        mimetype=request.args.get("type", "application/json"),
+    )

@@ -184,6 +184,45 @@ def test_diff_command_prints_the_mismatches(
     assert out[4] == "  $.price: legacy 10, new 12"
 
 
+HEAD_TABLE = """\
+version: 1
+backends:
+  legacy: {wsgi: "tests.flask_apps:app"}
+  new: {asgi: "tests.apps:asgi"}
+default: legacy
+routes:
+  - {id: same, path: /same, backend: legacy, shadow: {backend: new}}
+"""
+
+
+def test_head_compares_status_and_headers_not_bodies(tmp_path: Path) -> None:
+    # Flask gives HEAD no body; Starlette gives it the GET body (uvicorn drops it).
+    with gateway_client(write_routes(tmp_path, HEAD_TABLE)) as client:
+        assert client.get("/same").status_code == 200
+        assert client.head("/same").status_code == 200
+        counts = wait_for_counts(client, "same", 2)
+    assert counts == {"match": 2, "mismatch": 0, "error": 0, "dropped": 0}
+
+
+@pytest.mark.parametrize(
+    ("query", "difference"),
+    [
+        ("status=404", "status: legacy 404, new 200"),
+        ("type=text/plain", "content-type: legacy 'text/plain', new 'application/json'"),
+    ],
+)
+def test_head_with_another_status_or_type_is_a_mismatch(
+    tmp_path: Path, query: str, difference: str
+) -> None:
+    with gateway_client(write_routes(tmp_path, HEAD_TABLE)) as client:
+        client.head(f"/same?{query}")
+        counts = wait_for_counts(client, "same", 1)
+        [mismatch] = client.get("/-/shadow").json()["routes"]["same"]["mismatches"]
+    assert counts["mismatch"] == 1
+    assert mismatch["request"] == f"HEAD /same?{query}"
+    assert mismatch["differences"] == [difference]
+
+
 def test_comparison_rules() -> None:
     def captured(status: int, ctype: str, body: bytes) -> Captured:
         return Captured(status, [(b"content-type", ctype.encode())], bytearray(body))
