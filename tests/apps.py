@@ -175,6 +175,19 @@ async def raw_raise(scope: Scope, receive: Receive, send: Send) -> None:
     raise KeyError("raw failure")
 
 
+async def half_answer(scope: Scope, receive: Receive, send: Send) -> None:
+    """An ASGI app that reads the body, starts a 500, sends part of it and raises."""
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 500, "headers": []})
+    await send({"type": "http.response.body", "body": b"the first half", "more_body": True})
+    raise RuntimeError("broken halfway through its answer")
+
+
 async def failing_startup(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
         await receive()

@@ -9,21 +9,27 @@ import logging
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
+from gateway.app import Gateway
 from gateway.bodies import BODY_CAP
+from gateway.settings import Settings
 from tests import flask_apps
-from tests.harness import TEST_BACKENDS, gateway_client, write_routes
+from tests.harness import TEST_BACKENDS, ThreadServer, gateway_client, write_routes
 
 TABLE = (
     "version: 1\n"
     + TEST_BACKENDS
     + """\
   flask: {wsgi: "tests.flask_apps:app"}
+  half: {asgi: "tests.apps:half_answer"}
 default: legacy
 routes:
   - {id: fail, path: /fail, backend: new}
   - {id: guarded, path: /fail-after-read, backend: new, fallback: legacy}
+  - {id: half, path: /half, backend: half}
+  - {id: half.guarded, path: /half-guarded, backend: half, fallback: legacy}
   - {id: flask, path: /unavailable, backend: flask}
 """
 )
@@ -133,3 +139,32 @@ def test_a_flask_apps_own_error_answer_reaches_the_client_unchanged(routes: Path
     assert 'gateway_requests_total{backend="flask",code="503",method="GET",route="flask"} 1.0' in (
         metrics
     )
+
+
+def test_an_answer_broken_off_while_held_is_replaced_by_the_gateways_json(routes: Path) -> None:
+    # Held for the fallback, which cannot replay a body past the recording cap: an
+    # incomplete answer is no answer, and nothing of it reached the client yet.
+    with gateway_client(routes) as client:
+        r = client.put("/half-guarded", content=b"x" * (BODY_CAP + 1))
+        metrics = client.get("/-/metrics").text
+    assert r.status_code == 500
+    assert r.json() == {
+        "error": "the backend raised an error",
+        "kind": "exception",
+        "route": "half.guarded",
+        "backend": "half",
+        "request_id": r.headers["x-request-id"],
+    }
+    assert 'backend="half",kind="exception",route="half.guarded"} 1.0' in metrics
+
+
+def test_an_answer_broken_off_on_its_way_is_cut_for_the_client_to_see(
+    routes: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with ThreadServer(Gateway(Settings(config=str(routes)))) as server:
+        with pytest.raises(httpx.RemoteProtocolError):
+            httpx.get(server.url + "/half", timeout=10)
+        metrics = httpx.get(server.url + "/-/metrics", timeout=10).text
+    assert 'backend="half",kind="exception",route="half"} 1.0' in metrics
+    [line] = failures(caplog)
+    assert "kind=exception status=(response already started) GET /half" in line.getMessage()
