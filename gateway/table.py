@@ -4,9 +4,9 @@
 `RouteTable`: the segment trie, and for every route everything the request
 path needs, computed once: the backend objects of each side (primary, canary,
 fallback) with their response headers as bytes, their metric label children
-and their time-to-first-byte limit, the canary split, the shadower bound to its
-backends and runner, the rollback watch, and the plan of a route whose plan
-does not depend on the request. The control plane publishes a table by one
+and their limits (the route's, else the backend's), the canary split, the
+shadower bound to its backends and runner, the rollback watch, and the plan of
+a route whose plan does not depend on the request. The control plane publishes a table by one
 attribute assignment; a request reads it once and keeps it to the end.
 """
 
@@ -22,7 +22,7 @@ from gateway.matching import Router, parse_template
 from gateway.metrics import Metrics, RouteMetrics
 from gateway.rollback import RollbackWatch
 from gateway.route_state import RouteState
-from gateway.routefile.model import DEFAULT_ROUTE_ID, GatewayConfig, RouteSpec
+from gateway.routefile.model import DEFAULT_ROUTE_ID, GatewayConfig, RouteSpec, seconds
 from gateway.session import Gates
 from gateway.shadow import Shadower, ShadowRunner
 from gateway.types import ASGIApp, Headers
@@ -40,6 +40,8 @@ class Target:
     timeout: float | None  # seconds to the first byte of the answer; None: no limit
     max_body: int | None = None  # bytes of request body; None: no limit
     body_timeout: float | None = None  # seconds the request body may stall; None: no limit
+    # Seconds between two messages of the response body; None: no limit
+    read_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,9 +139,13 @@ def build_table(
     # Shared login: raises if a backend's session_from cannot work.
     gates = Gates(config.backends, backends, os.environ)
 
-    def target(route_id: str, name: str, max_body: int | None = None) -> Target:
-        """`name` as route `route_id` uses it; `max_body` is the route's own limit."""
+    def target(route_id: str, name: str, own: RouteSpec | None = None) -> Target:
+        """`name` as route `route_id` uses it; `own` is the route's spec, whose limits
+        win over the backend's (None: the default route, which has none of its own)."""
         backend = backends[name]
+        timeout = read_timeout = max_body = None
+        if own is not None:
+            timeout, read_timeout, max_body = own.timeout, own.read_timeout, own.max_body
         # The spec by *name*: two names may share one running in-process app.
         spec = config.backend(name)
         headers: Headers = []
@@ -154,24 +160,25 @@ def build_table(
             app=gates.wrap(spec),
             response_headers=headers,
             metrics=metrics.for_route(route_id, name) if metrics else None,
-            timeout=spec.time_limit,
+            timeout=seconds(timeout, spec.time_limit),
             max_body=_first(max_body, spec.max_body, limits.max_body) or None,
             body_timeout=limits.body_timeout or None,
+            read_timeout=seconds(read_timeout, spec.read_timeout),
         )
 
     def route(spec: RouteSpec) -> Route:
-        primary = target(spec.id, spec.backend, spec.max_body)
+        primary = target(spec.id, spec.backend, spec)
         canary = fallback = shadower = None
         # A policy naming the route's own backend (after a flip or a rollback, say)
         # has nothing to do, and is valid: flips must not have to edit policies.
         if spec.canary is not None and spec.canary.backend != spec.backend:
-            canary_target = target(spec.id, spec.canary.backend, spec.max_body)
+            canary_target = target(spec.id, spec.canary.backend, spec)
             canary = Canary(CanarySplit(spec.id, spec.canary), canary_target)
         if spec.fallback is not None and spec.fallback != spec.backend:
             watch = None
             if spec.rollback is not None and state is not None:
                 watch = state.rollback_watch(spec.id, spec.backend, spec.fallback, spec.rollback)
-            fallback = Fallback(target(spec.id, spec.fallback, spec.max_body), watch)
+            fallback = Fallback(target(spec.id, spec.fallback, spec), watch)
         shadow = spec.shadow
         if shadow is not None and shadow.backend != spec.backend and state and shadows:
             shadower = Shadower(

@@ -31,7 +31,8 @@ from gateway.routefile.session_rules import SESSION_KEYS, SessionRules
 from gateway.routefile.upstream_rules import UPSTREAM_KEYS, UpstreamChecker
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
-MAX_TIMEOUT = 3600.0  # seconds: a backend timeout past an hour is a mistake (or .inf)
+MAX_TIMEOUT = 3600.0  # seconds: a time limit past an hour is a mistake (or .inf)
+_TIME_KEYS = ("timeout", "read_timeout")  # on a backend, and on a route (which wins)
 # "module:attr", or "module:attr()" for a factory (gunicorn's syntax)
 _IMPORT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*(?:\(\))?$")
 _TOP_KEYS = ("version", "backends", "default", "routes")
@@ -39,14 +40,14 @@ MAX_THREADS = 1024  # per WSGI backend and worker
 MAX_BODY = 2**40  # bytes: 0 already says "no limit"
 _BACKEND_KEYS = (
     *BACKEND_KINDS,
-    "timeout",
+    *_TIME_KEYS,
     "openapi",
     "max_body",
     "threads",
     *SESSION_KEYS,
     *UPSTREAM_KEYS,
 )
-_ROUTE_KEYS = ("id", "path", "methods", "backend", "max_body", *POLICY_KEYS)
+_ROUTE_KEYS = ("id", "path", "methods", "backend", "max_body", *_TIME_KEYS, *POLICY_KEYS)
 
 
 @dataclass(slots=True)
@@ -146,11 +147,8 @@ class Checker(NodeReader):
                 "(or 'package.module:create_app()' for a factory)",
             )
             return None
-        timeout = threads = None
-        if "timeout" in entries:
-            timeout = self.number(
-                entries["timeout"][1], f"{what}: 'timeout' (seconds, 0 for none)", 0, MAX_TIMEOUT
-            )
+        timeout, read_timeout = self.time_limits(entries, what)
+        threads = None
         if "threads" in entries:
             if kind == "wsgi":
                 threads = self.integer(entries["threads"][1], f"{what}: 'threads'", 1, MAX_THREADS)
@@ -167,6 +165,7 @@ class Checker(NodeReader):
             kind,
             target,
             timeout,
+            read_timeout,
             host=host,
             tls=tls,
             openapi=openapi,
@@ -175,6 +174,17 @@ class Checker(NodeReader):
             session_from=session_from,
             session_header=session_header,
             where=self.at(value_node),
+        )
+
+    def time_limits(
+        self, entries: dict[str, tuple[yaml.Node, yaml.Node]], what: str
+    ) -> tuple[float | None, ...]:
+        """`timeout` and `read_timeout` as written (None where absent or invalid)."""
+        return tuple(
+            self.number(entries[key][1], f"{what}: {key!r} (seconds, 0 for none)", 0, MAX_TIMEOUT)
+            if key in entries
+            else None
+            for key in _TIME_KEYS
         )
 
     def max_body(self, entries: dict[str, tuple[yaml.Node, yaml.Node]], what: str) -> int | None:
@@ -272,11 +282,14 @@ class Checker(NodeReader):
             )
         methods_ok, methods = self.methods(entries.get("methods"), what)
         max_body = self.max_body(entries, what)
-        max_body_ok = "max_body" not in entries or max_body is not None
+        timeout, read_timeout = self.time_limits(entries, what)
+        # A limit written but invalid (reported) leaves the route out, as any bad key does.
+        written = {"max_body": max_body, "timeout": timeout, "read_timeout": read_timeout}
+        limits_ok = all(key not in entries or value is not None for key, value in written.items())
         policies_ok, policies = PolicyChecker(self, what, backends).check(entries)
         if route_id is None or path is None or backend is None:
             return None
-        if not (known and methods_ok and policies_ok and max_body_ok):
+        if not (known and methods_ok and policies_ok and limits_ok):
             return None
         return RouteSpec(
             route_id,
@@ -285,6 +298,8 @@ class Checker(NodeReader):
             methods,
             **policies,
             max_body=max_body,
+            timeout=timeout,
+            read_timeout=read_timeout,
             where=self.at(entries["id"][1]),
         )
 

@@ -1,8 +1,8 @@
 """The route file's value objects: what a validated `routes.yaml` says, frozen.
 
     GatewayConfig            the whole file
-    ├── BackendSpec          one backend: one kind, one target, its timeout (and for a url
-    │   │                    backend the Host it sends and its OpenAPI document)
+    ├── BackendSpec          one backend: one kind, one target, its time limits (and for a
+    │   │                    url backend the Host it sends and its OpenAPI document)
     │   └── TLSSpec          how a url backend checks the upstream's certificate, and its own
     └── RouteSpec            one route: id, path template, methods, backend, and its
         ├── CanarySpec       migration policies (canary, shadow, fallback, rollback)
@@ -33,6 +33,14 @@ IDEMPOTENT_METHODS = SAFE_METHODS | {"TRACE", "PUT", "DELETE"}
 # Seconds to the first byte of an answer, for every kind of backend: an in-process
 # handler that hangs holds its client as surely as a remote one that never answers.
 DEFAULT_TIMEOUT = 30.0
+
+
+def seconds(own: float | None, inherited: float | None) -> float | None:
+    """A time limit as it applies: `own` when set (0: no limit), else `inherited`;
+    None means no limit."""
+    if own is None:
+        return inherited
+    return own or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +107,7 @@ class BackendSpec:
     kind: BackendKind
     target: str  # import path "module:attr" for wsgi/asgi, base URL for url
     timeout: float | None = None  # None: DEFAULT_TIMEOUT; 0: no limit
+    read_timeout: float | None = None  # None or 0: no limit
     host: str = HOST_PRESERVE  # url backends: the Host sent upstream
     tls: TLSSpec = TLSSpec()  # url backends with an https URL
     # url backends only: where its OpenAPI document is (a path on it, or a file); read
@@ -115,15 +124,14 @@ class BackendSpec:
     @property
     def time_limit(self) -> float | None:
         """Seconds to the first byte of an answer, or None for no limit."""
-        if self.timeout is None:
-            return DEFAULT_TIMEOUT
-        return self.timeout or None
+        return seconds(self.timeout, DEFAULT_TIMEOUT)
 
     @property
     def identity(self) -> tuple[object, ...]:
         """What makes two specs the same running backend (the name is only a label;
-        the session keys too: they are applied per route table, not by the backend)."""
-        return (self.kind, self.target, self.timeout, self.threads, self.host, self.tls)
+        the session keys and time limits too: they are applied per route table, not
+        by the backend)."""
+        return (self.kind, self.target, self.threads, self.host, self.tls)
 
 
 StickyKind = Literal["header", "cookie", "client_ip"]
@@ -178,6 +186,9 @@ class RouteSpec:
     fallback: str | None = None
     rollback: RollbackSpec | None = None
     max_body: int | None = None  # bytes; None: its backend's, else the gateway's; 0: no limit
+    # Seconds, for whichever backend serves the route; None: the backend's; 0: no limit
+    timeout: float | None = None
+    read_timeout: float | None = None
     where: Position | None = field(default=None, compare=False)
 
     def view(self) -> dict[str, Any]:
@@ -198,8 +209,9 @@ class RouteSpec:
             view["shadow"] = {"backend": s.backend, "percent": s.percent, "calibrate": s.calibrate}
         if self.fallback is not None:
             view["fallback"] = self.fallback
-        if self.max_body is not None:
-            view["max_body"] = self.max_body
+        for key in ("max_body", "timeout", "read_timeout"):
+            if (value := getattr(self, key)) is not None:
+                view[key] = value
         if self.rollback is not None:
             r = self.rollback
             view["rollback"] = {
