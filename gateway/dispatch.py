@@ -8,6 +8,13 @@ calls the target, replays on the fallback if the target failed before anything
 reached the client, delivers the answer (or the gateway's JSON error, with the
 request id), and hands the exchange to the shadower.
 
+Each backend call runs on a clock (`_Exchange.deadline`): `timeout` to the start
+of the answer, then `read_timeout` between two messages of its body (an HTTP
+body: a WebSocket, once accepted, may rightly stay quiet). It counts the
+backend's time only, for every kind of backend alike: it stops while the
+backend waits for the client's body and while the gateway hands the client a
+message, so a slow upload or a slow reader is never taken for a slow backend.
+
 An app's own answer, any status, reaches the client unchanged, even when the
 app raises after it (Starlette's error middleware sends its plain-text 500 and
 *then* re-raises): the failure is still logged, counted as a backend error and
@@ -91,6 +98,8 @@ class _Exchange:
         "held",
         "held_bytes",
         "hold",
+        "limit",
+        "paused",
         "send",
         "sent",
         "status",
@@ -120,7 +129,12 @@ class _Exchange:
         self.held_bytes = 0
         self.failure: BackendFailure | None = None
         self.client_gone = False
-        self.deadline: asyncio.Timeout | None = None  # time to the first byte
+        # The backend's clock, while there is something to time; `limit` is the time
+        # the backend has from when it is next left to work alone (None: no limit), and
+        # `paused` counts what waits on the client meanwhile.
+        self.deadline: asyncio.Timeout | None = None
+        self.limit = target.timeout
+        self.paused = 0
 
     @property
     def cut(self) -> RequestCut | None:
@@ -146,6 +160,16 @@ class _Exchange:
         return Outcome.ANSWERED
 
     async def __call__(self, message: Message) -> None:
+        if self.deadline is None:
+            await self._take(message)
+            return
+        self.client_waited(True)  # handing a message on is the client's time
+        try:
+            await self._take(message)
+        finally:
+            self.client_waited(False)
+
+    async def _take(self, message: Message) -> None:
         if self.cut is not None:
             return  # the app's reaction to a body the gateway cut: the gateway answers
         kind = message["type"]
@@ -163,8 +187,7 @@ class _Exchange:
         elif kind == "websocket.http.response.body":
             self.complete = not message.get("more_body", False)
         if kind in _STARTS:
-            if self.deadline is not None:
-                self.deadline.reschedule(None)  # started in time: no limit on the rest
+            self._started(kind)
             self.status = message.get("status", 101)  # 101: websocket.accept
             message["headers"] = [*message.get("headers", ()), *self.extra]
             if self.status >= 500 and self.hold:
@@ -189,14 +212,28 @@ class _Exchange:
             for message in held:
                 await self.send(message)
 
+    def _started(self, kind: str) -> None:
+        """The answer started in time: from now on the clock bounds the gaps in an
+        HTTP body (`read_timeout`), and nothing of an accepted WebSocket."""
+        self.limit = None if kind == "websocket.accept" else self.target.read_timeout
+        if self.limit is None and self.deadline is not None:
+            self.deadline.reschedule(None)
+            self.deadline = None  # nothing left to time: the rest goes straight through
+
     def client_waited(self, waiting: bool) -> None:
-        """The backend waits for the client's body (True), or has it (False): the time
-        to the first byte stops, then starts again from there (`--body-timeout` bounds
-        the client's share)."""
-        if self.deadline is None or self.status or self.target.timeout is None:
+        """Something waits on the client (True): the backend for its body, or the
+        gateway handing the client a message; or it no longer does (False). The clock
+        stops while anything waits, and then starts afresh with the current limit: the
+        time to the first byte counts from the last request byte the backend read
+        (`--body-timeout` bounds the client's share)."""
+        deadline = self.deadline
+        if deadline is None or deadline.expired():
             return
-        when = None if waiting else asyncio.get_running_loop().time() + self.target.timeout
-        self.deadline.reschedule(when)
+        self.paused += 1 if waiting else -1
+        if waiting:
+            deadline.reschedule(None)
+        elif not self.paused and self.limit is not None:
+            deadline.reschedule(asyncio.get_running_loop().time() + self.limit)
 
     def discard(self) -> None:
         """Drop the held answer: the gateway answers instead (its error, a fallback's)."""
@@ -257,6 +294,7 @@ async def _attempt(
     exchange = _Exchange(target, send, request_id, capture, client, hold)
     if client is not None:
         client.waiting = exchange.client_waited
+    deadline: asyncio.Timeout | None = None
     backend = target.backend
     started = time.perf_counter()
     backend.active += 1
@@ -267,10 +305,11 @@ async def _attempt(
             pass  # a declared Content-Length past the limit: the backend never sees it
         elif scope["type"] == "websocket" and not backend.supports_websocket:
             await exchange({"type": "websocket.close", "code": 1003})
-        elif target.timeout is None:
+        elif target.timeout is None and target.read_timeout is None:
             await target.app(scope, receive, exchange)
         else:
-            async with asyncio.timeout(target.timeout) as exchange.deadline:
+            async with asyncio.timeout(target.timeout) as deadline:
+                exchange.deadline = deadline
                 await target.app(scope, receive, exchange)
         if not exchange.status and exchange.cut is None:
             raise BackendError("the backend returned without a response")
@@ -283,12 +322,16 @@ async def _attempt(
         # The app cancelled something of its own and let the error escape: its failure.
         exchange.failure = BackendError(_describe(exc))
     except Exception as exc:
-        if exchange.deadline is not None and exchange.deadline.expired():
-            exchange.failure = BackendTimeout(f"no response within {target.timeout:g}s")
+        if deadline is not None and deadline.expired():
+            exchange.failure = BackendTimeout(
+                f"no response body bytes for {target.read_timeout:g}s"
+                if exchange.status
+                else f"no response within {target.timeout:g}s"
+            )
         else:
             exchange.failure = BackendError(_describe(exc))
     finally:
-        exchange.deadline = None  # done with: a thread may still read the body
+        exchange.deadline = None  # done with: a thread may still read the body or send
         backend.active -= 1
         if target.metrics is not None:
             target.metrics.in_flight.dec()

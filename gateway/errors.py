@@ -5,6 +5,7 @@
     │   ├── BackendError         500 exception  it raised, or returned without answering
     │   ├── BackendBusy          503 busy       no free WSGI thread within --wsgi-wait
     │   ├── BackendTimeout       504 timeout    no response started within its timeout
+    │   │                                       (or its body stalled past read_timeout)
         ├── BackendUnreachable   502 connect    the upstream cannot be reached
         ├── BadResponse          502 protocol   the upstream sent an invalid response
     │   └── BrokenStream         502 stream     the upstream failed mid-body

@@ -10,10 +10,11 @@ request body is fed to the upstream as the client sends it, and the response
 is relayed chunk by chunk, so an SSE stream stays a stream.
 
 Failures before the response starts are raised as `BackendFailure`s for the
-dispatcher to answer (connect error -> 502, timeout -> 504); the time to the
-first byte is bounded by the dispatcher, as for every backend. A failure once
-the response has started cannot change the status any more: the connection
-is dropped so the client sees a truncated body, never a silently short one.
+dispatcher to answer (connect error -> 502). The time to the first byte and
+between body chunks is bounded by the dispatcher, as for every backend; only
+connecting has a bound of its own here (`CONNECT_TIMEOUT`). A failure once the
+response has started cannot change the status any more: the connection is
+dropped so the client sees a truncated body, never a silently short one.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from gateway.errors import BackendTimeout, BackendUnreachable, BadResponse, BrokenStream
+from gateway.errors import BackendUnreachable, BadResponse, BrokenStream
 from gateway.forwarding import OWN as FORWARDING
 from gateway.forwarding import forwarding_headers
 from gateway.http import has_body
@@ -55,9 +56,20 @@ HOP_BY_HOP = frozenset(
 )
 
 
+# Seconds to open a connection (TCP and TLS), whatever the route's timeout: a
+# working upstream connects in milliseconds, and SYN retries take over two minutes
+# to give up. Past it the upstream is unreachable (502), not slow.
+CONNECT_TIMEOUT = 10.0
+CONNECT_SLOW = f"cannot connect to upstream within {CONNECT_TIMEOUT:g}s"
+
+
 def new_client(max_connections: int = 512) -> aiohttp.ClientSession:
-    """The shared client: no env proxies, no cookies, no redirects, bytes relayed as sent."""
+    """The shared client: no env proxies, no cookies, no redirects, bytes relayed as sent.
+    Only connecting is timed here (WebSocket handshakes included): the dispatcher times
+    the answer, as for every backend (a stream may rightly last for hours, and a slow
+    upload is not a slow answer)."""
     return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT),
         connector=aiohttp.TCPConnector(limit=max_connections, limit_per_host=0),
         auto_decompress=False,  # relay the upstream's encoding untouched
         cookie_jar=aiohttp.DummyCookieJar(),
@@ -81,10 +93,6 @@ class HTTPBackend:
     def __init__(self, spec: BackendSpec, client: aiohttp.ClientSession) -> None:
         self.spec = spec
         self.client = client
-        # The dispatcher bounds the time to the first byte; this bounds each wait for
-        # data after it, not the whole exchange: an event stream may rightly last for
-        # hours, but not stall.
-        self.timeout = aiohttp.ClientTimeout(total=None, sock_read=spec.time_limit)
         literal = spec.host not in (HOST_PRESERVE, HOST_UPSTREAM)
         # None: the client's Host, or (for "upstream") the one aiohttp derives from the URL
         self._host = spec.host if literal else None
@@ -137,12 +145,10 @@ class HTTPBackend:
                 headers=headers,
                 data=_request_body(receive) if has_body(scope) else None,
                 allow_redirects=False,
-                timeout=self.timeout,
                 ssl=self._ssl,
             )
-        except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
-            reason = f"upstream timed out ({type(exc).__name__})"
-            raise BackendTimeout(reason) from None
+        except aiohttp.ServerTimeoutError:  # the only timeout set here: connecting
+            raise BackendUnreachable(CONNECT_SLOW) from None
         except aiohttp.ClientConnectorError as exc:
             raise BackendUnreachable(f"cannot connect to upstream: {safe_reason(exc)}") from None
         except aiohttp.ClientError as exc:
@@ -170,7 +176,7 @@ class HTTPBackend:
         try:
             async for chunk in response.content.iter_any():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except aiohttp.ClientError as exc:
             # Headers are gone already; returning without the final message makes
             # the server drop the connection, so the client sees the truncation.
             reason = safe_reason(exc)

@@ -65,6 +65,8 @@ async def proxy_websocket(
         return
     except aiohttp.ClientConnectorError as exc:
         raise BackendUnreachable(f"cannot connect to upstream: {exc}") from None
+    except aiohttp.ServerTimeoutError:  # the client's only timeout: connecting
+        raise BackendUnreachable("cannot connect to upstream in time") from None
     except aiohttp.ClientError as exc:
         raise BadResponse(f"upstream WebSocket handshake failed: {exc!r}") from None
     try:
