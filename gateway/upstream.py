@@ -60,7 +60,6 @@ HOP_BY_HOP = frozenset(
 # working upstream connects in milliseconds, and SYN retries take over two minutes
 # to give up. Past it the upstream is unreachable (502), not slow.
 CONNECT_TIMEOUT = 10.0
-CONNECT_SLOW = f"cannot connect to upstream within {CONNECT_TIMEOUT:g}s"
 
 
 def new_client(max_connections: int = 512) -> aiohttp.ClientSession:
@@ -148,7 +147,8 @@ class HTTPBackend:
                 ssl=self._ssl,
             )
         except aiohttp.ServerTimeoutError:  # the only timeout set here: connecting
-            raise BackendUnreachable(CONNECT_SLOW) from None
+            reason = f"cannot connect to upstream within {CONNECT_TIMEOUT:g}s"
+            raise BackendUnreachable(reason) from None
         except aiohttp.ClientConnectorError as exc:
             raise BackendUnreachable(f"cannot connect to upstream: {safe_reason(exc)}") from None
         except aiohttp.ClientError as exc:

@@ -7,8 +7,10 @@ of the answer. Either may be set on a backend or on a route (the route's win).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
+from gateway import upstream as upstream_module
 from gateway.app import Gateway
 from gateway.routefile.loading import parse_config
 from gateway.routefile.model import ConfigError
@@ -203,6 +206,36 @@ default: new
         time.sleep(1)  # quiet for longer than both limits
         ws.send("still here")
         assert ws.recv(timeout=5) == "echo:still here"
+
+
+@contextlib.contextmanager
+def unanswered_port() -> Iterator[int]:
+    """A port whose listener never accepts, with its queue full: a connection to it
+    hangs (the kernel drops the SYNs) instead of being refused."""
+    with socket.socket() as listener, contextlib.ExitStack() as stack:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port: int = listener.getsockname()[1]
+        for _ in range(3):
+            filler = stack.enter_context(socket.socket())
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+        time.sleep(0.2)
+        yield port
+
+
+def test_connecting_to_an_upstream_is_bounded_even_without_a_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(upstream_module, "CONNECT_TIMEOUT", 0.5)
+    with unanswered_port() as port:
+        text = f'version: 1\nbackends:\n  b: {{url: "http://127.0.0.1:{port}", timeout: 0}}\n'
+        with serve(tmp_path, text + "default: b\n") as gw:
+            started = time.monotonic()
+            r = httpx.get(gw.url + "/", timeout=10)
+            assert time.monotonic() - started < 5
+    assert r.status_code == 502
+    assert r.json()["kind"] == "connect"
 
 
 ROUTE = "version: 1\nbackends:\n  b: {asgi: 'tests.apps:asgi'}\nroutes:\n  - "

@@ -27,7 +27,7 @@ def upstream() -> Iterator[ThreadServer]:
 
 
 def table(upstream_url: str) -> str:
-    # Only /hang gets the short read timeout: a loaded machine can take longer than
+    # Only /hang gets the short timeout: a loaded machine can take longer than
     # that to answer any request, and a 504 there would hide what the test checks.
     return f"""\
 version: 1
