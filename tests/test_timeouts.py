@@ -116,6 +116,25 @@ def test_read_timeout_cuts_a_stream_that_stalls(
     assert cut[0].endswith("no response body bytes for 0.5s")
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_slow_reader_is_not_a_stalled_backend(
+    tmp_path: Path, upstream: ThreadServer, kind: str
+) -> None:
+    """32 MiB at once to a client that stops reading for 1.5 s: the backend waits on
+    the client (flow control) for longer than its read_timeout, and is not cut."""
+    options = "read_timeout: 0.5"
+    text = f"version: 1\nbackends:\n  b: {backend(kind, upstream, options)}\ndefault: b\n"
+    n = 512
+    with serve(tmp_path, text) as gw:
+        with httpx.stream("GET", f"{gw.url}/big?n={n}", timeout=10) as r:
+            parts = r.iter_raw()
+            size = len(next(parts))
+            time.sleep(GAP)
+            size += sum(len(part) for part in parts)
+        assert size == n * timeout_apps.BIG
+        assert timeouts_counted(gw, "_default") == 0
+
+
 def slow_upload(pieces: int = 3, pause: float = 0.6) -> Iterator[bytes]:
     for i in range(pieces):
         if i:

@@ -1,8 +1,9 @@
 """Backends for the time-limit tests, the same behaviour as a WSGI and an ASGI app.
 
 A path ending in `/stream` streams `n` chunks `gap` seconds apart (the gap after
-the last one too); one ending in `/slow` waits `wait` seconds; either way the
-rest echoes the request body it read, as JSON. Kept free of test-only imports:
+the last one too), `/big` `n` chunks of `BIG` bytes at once; one ending in
+`/slow` waits `wait` seconds, then, as any other path, echoes the request body
+it read, as JSON. Kept free of test-only imports:
 the gateway imports them as backends.
 """
 
@@ -24,6 +25,9 @@ def _options(query: str) -> tuple[int, float, float]:
     return int(values.get("n", "2")), float(values.get("gap", "0")), float(values.get("wait", "0"))
 
 
+BIG = 64 * 1024
+
+
 def chunk(i: int) -> bytes:
     return f"data: {i}\n\n".encode()
 
@@ -34,6 +38,9 @@ def wsgi(environ: dict[str, Any], start_response: Any) -> Iterator[bytes] | list
     if path.endswith("/stream"):
         start_response("200 OK", [("Content-Type", "text/event-stream")])
         return _chunks(n, gap)
+    if path.endswith("/big"):
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return (b"x" * BIG for _ in range(n))
     time.sleep(wait)
     body = json.dumps({"body": environ["wsgi.input"].read().decode()}).encode()
     start_response("200 OK", [("Content-Type", "application/json")])
@@ -60,6 +67,13 @@ async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
         for i in range(n):
             await send({"type": "http.response.body", "body": chunk(i), "more_body": True})
             await asyncio.sleep(gap)
+        await send({"type": "http.response.body", "body": b""})
+        return
+    if scope["path"].endswith("/big"):
+        headers = [(b"content-type", b"application/octet-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for _ in range(n):
+            await send({"type": "http.response.body", "body": b"x" * BIG, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
         return
     await asyncio.sleep(wait)
