@@ -27,6 +27,7 @@ from gateway.routefile.model import (
 )
 from gateway.routefile.nodes import NodeReader, hint
 from gateway.routefile.policy_rules import POLICY_KEYS, PolicyChecker
+from gateway.routefile.prefix_rules import strip_prefix
 from gateway.routefile.session_rules import SESSION_KEYS, SessionRules
 from gateway.routefile.upstream_rules import UPSTREAM_KEYS, UpstreamChecker
 
@@ -47,7 +48,16 @@ _BACKEND_KEYS = (
     *SESSION_KEYS,
     *UPSTREAM_KEYS,
 )
-_ROUTE_KEYS = ("id", "path", "methods", "backend", "max_body", *_TIME_KEYS, *POLICY_KEYS)
+_ROUTE_KEYS = (
+    "id",
+    "path",
+    "strip_prefix",
+    "methods",
+    "backend",
+    "max_body",
+    *_TIME_KEYS,
+    *POLICY_KEYS,
+)
 
 
 @dataclass(slots=True)
@@ -263,9 +273,10 @@ class Checker(NodeReader):
             )
             route_id = None
         path = self.required(entries, "path", node, what, "add one such as '/books/{book_id}'")
+        template = None
         if path is not None:
             try:
-                parse_template(path)
+                template = parse_template(path)
             except TemplateError as exc:
                 self.problem(entries["path"][1], f"{what}: {exc}")
                 path = None
@@ -273,6 +284,7 @@ class Checker(NodeReader):
                 if (reserved := self.reserved.template_problem(path)) is not None:
                     self.problem(entries["path"][1], f"{what}: {reserved}")
                     path = None
+        prefix_ok, prefix = strip_prefix(self, entries.get("strip_prefix"), what, template)
         backend = self.required(entries, "backend", node, what, "name one of the declared backends")
         known = backend is not None and (not backends or backend in backends)
         if backend is not None and not known:
@@ -289,7 +301,7 @@ class Checker(NodeReader):
         policies_ok, policies = PolicyChecker(self, what, backends).check(entries)
         if route_id is None or path is None or backend is None:
             return None
-        if not (known and methods_ok and policies_ok and limits_ok):
+        if not (known and methods_ok and policies_ok and limits_ok and prefix_ok):
             return None
         return RouteSpec(
             route_id,
@@ -300,6 +312,7 @@ class Checker(NodeReader):
             max_body=max_body,
             timeout=timeout,
             read_timeout=read_timeout,
+            strip_prefix=prefix,
             where=self.at(entries["id"][1]),
         )
 

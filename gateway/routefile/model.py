@@ -4,7 +4,8 @@
     ├── BackendSpec          one backend: one kind, one target, its time limits (and for a
     │   │                    url backend the Host it sends and its OpenAPI document)
     │   └── TLSSpec          how a url backend checks the upstream's certificate, and its own
-    └── RouteSpec            one route: id, path template, methods, backend, and its
+    └── RouteSpec            one route: id, path template, methods, backend, the prefix
+        │                    its backends are mounted under, and its
         ├── CanarySpec       migration policies (canary, shadow, fallback, rollback)
         ├── ShadowSpec
         └── RollbackSpec
@@ -189,6 +190,8 @@ class RouteSpec:
     # Seconds, for whichever backend serves the route; None: the backend's; 0: no limit
     timeout: float | None = None
     read_timeout: float | None = None
+    # Where the route's backends are mounted (gateway.prefix): they see the path after it.
+    strip_prefix: str | None = None
     where: Position | None = field(default=None, compare=False)
 
     def view(self) -> dict[str, Any]:
@@ -200,6 +203,8 @@ class RouteSpec:
             "methods": list(self.methods) if self.methods else None,
             "backend": self.backend,
         }
+        if self.strip_prefix is not None:
+            view["strip_prefix"] = self.strip_prefix
         if self.canary is not None:
             c = self.canary
             sticky = str(c.sticky) if c.sticky else None
