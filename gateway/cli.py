@@ -91,7 +91,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 def routes_table(config: GatewayConfig) -> str:
     rows = [("ID", "METHODS", "PATH", "BACKEND")]
     for route in config.routes:
-        rows.append((route.id, ",".join(route.methods or ("*",)), route.path, route.backend))
+        path = route.path
+        if route.strip_prefix is not None:
+            path += f" (strips {route.strip_prefix})"
+        rows.append((route.id, ",".join(route.methods or ("*",)), path, route.backend))
     rows.append(("_default", "*", "(anything else)", config.default or "(404)"))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return "\n".join(

@@ -6,8 +6,9 @@ path needs, computed once: the backend objects of each side (primary, canary,
 fallback) with their response headers as bytes, their metric label children
 and their limits (the route's, else the backend's), the canary split, the
 shadower bound to its backends and runner, the rollback watch, and the plan of
-a route whose plan does not depend on the request. The control plane publishes a table by one
-attribute assignment; a request reads it once and keeps it to the end.
+a route whose plan does not depend on the request. A route's `strip_prefix`
+mounts every side of it (`gateway.prefix`). The control plane publishes a table
+by one attribute assignment; a request reads it once and keeps it to the end.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from gateway.backends import Backend
 from gateway.canary import CanarySplit
 from gateway.matching import Router, parse_template
 from gateway.metrics import Metrics, RouteMetrics
+from gateway.prefix import mount
 from gateway.rollback import RollbackWatch
 from gateway.route_state import RouteState
 from gateway.routefile.model import DEFAULT_ROUTE_ID, GatewayConfig, RouteSpec, seconds
@@ -141,7 +143,8 @@ def build_table(
 
     def target(route_id: str, name: str, own: RouteSpec | None = None) -> Target:
         """`name` as route `route_id` uses it; `own` is the route's spec, whose limits
-        win over the backend's (None: the default route, which has none of its own)."""
+        win over the backend's and whose prefix mounts it (None: the default route,
+        which has none of its own)."""
         backend = backends[name]
         timeout = read_timeout = max_body = None
         if own is not None:
@@ -157,7 +160,7 @@ def build_table(
         return Target(
             name=name,
             backend=backend,
-            app=gates.wrap(spec),
+            app=mount(gates.wrap(spec), own.strip_prefix if own is not None else None),
             response_headers=headers,
             metrics=metrics.for_route(route_id, name) if metrics else None,
             timeout=seconds(timeout, spec.time_limit),
@@ -184,7 +187,7 @@ def build_table(
             shadower = Shadower(
                 spec.id,
                 shadow,
-                gates.wrap(config.backend(shadow.backend)),
+                mount(gates.wrap(config.backend(shadow.backend)), spec.strip_prefix),
                 shadow.backend,
                 primary.app,
                 primary.name,

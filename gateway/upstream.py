@@ -109,6 +109,13 @@ class HTTPBackend:
         """(URL, headers for the upstream): the client's request, its Host as the
         backend's `host` says, and the forwarded headers naming the client."""
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        # Mounted under a route's prefix (gateway.prefix): the upstream gets the rest of
+        # the path, and the prefix in X-Forwarded-Prefix, after the one a trusted proxy
+        # stated (gateway.proxies drops any other's): it stripped that part before us.
+        mount = scope.get("root_path", "")
+        outer = ""
+        if mount and raw_path.startswith(mount.encode()):
+            raw_path = raw_path[len(mount.encode()) :]
         url = self.spec.target + raw_path.decode("latin-1")  # the URL's base path first
         if scope["query_string"]:
             url += "?" + scope["query_string"].decode("latin-1")
@@ -121,6 +128,8 @@ class HTTPBackend:
                 host = text
             elif name in FORWARDING:
                 came_with.setdefault(name, []).append(text)
+            elif mount and name == b"x-forwarded-prefix":
+                outer = outer or text.split(",")[0].strip().rstrip("/")
             else:
                 kept.add(name.decode("latin-1"), text)
         if self._host is not None:
@@ -128,6 +137,8 @@ class HTTPBackend:
         elif host and self.spec.host == HOST_PRESERVE:
             kept["Host"] = host
         kept.extend(forwarding_headers(scope, host, came_with))
+        if mount:
+            kept["X-Forwarded-Prefix"] = outer + mount
         return url, kept
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -89,7 +89,8 @@ class WSGIBackend:
             # an executor that frees the thread when the app is done with it. a2wsgi
             # has no parameter for that; pyproject.toml bounds its version so that a
             # release that changes WSGIResponder fails the install, not production.
-            responder = WSGIResponder(self._serve, job, SEND_QUEUE)  # type: ignore[arg-type]
+            app = _mounted(self._serve, scope) if scope.get("root_path") else self._serve
+            responder = WSGIResponder(app, job, SEND_QUEUE)  # type: ignore[arg-type]
             await responder(scope, receive, send)  # type: ignore[arg-type]
         finally:
             if not job.submitted:
@@ -171,6 +172,28 @@ def _input_terminated(app: WSGIApp) -> WSGIApp:
         return app(environ, start_response)
 
     return serve
+
+
+def _mounted(app: WSGIApp, scope: Scope) -> WSGIApp:
+    """`app` as mounted under the scope's `root_path` (`gateway.prefix`): the mount point
+    is `SCRIPT_NAME`, the rest `PATH_INFO`, as a WSGI server mounting an app there says.
+    Set here, not left to a2wsgi: its releases differ on whether `path` includes the
+    root path, and it lets a `SCRIPT_NAME` in the process's environment override it."""
+    root: str = scope["root_path"]
+    script_name = _wsgi_str(root)
+    path_info = _wsgi_str(scope["path"][len(root) :])  # gateway.prefix: path starts with root
+
+    def mounted(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        environ["SCRIPT_NAME"] = script_name
+        environ["PATH_INFO"] = path_info
+        return app(environ, start_response)
+
+    return mounted
+
+
+def _wsgi_str(text: str) -> str:
+    # PEP 3333: environ strings carry the path's bytes, each as one latin-1 character.
+    return text.encode("utf-8").decode("latin-1")
 
 
 async def _preload(receive: Receive, limit: int) -> Receive | None:

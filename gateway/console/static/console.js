@@ -248,7 +248,8 @@ function renderRoutes(view, shadows, figures) {
     }
     body.append(row.tr); // in the table's order
     const c = row.cells;
-    fill(c.route, el("strong", {}, route.id), el("br"), el("span", { class: "path" }, (route.methods || ["any"]).join(",") + " " + route.path));
+    const prefix = route.strip_prefix ? el("span", { class: "prefix muted" }, ` (strips ${route.strip_prefix})`) : null;
+    fill(c.route, el("strong", {}, route.id), el("br"), el("span", { class: "path" }, (route.methods || ["any"]).join(",") + " " + route.path), prefix);
     fill(c.backend, side(route.backend));
     fill(c.canary, route.canary ? [`${route.canary.percent}% to `, side(route.canary.backend)] : "none");
     fill(c.shadow, shadowCell(route, shadows[route.id]));
