@@ -4,6 +4,7 @@ a route's prefix behind a real gateway, build their URLs under it."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -240,3 +241,51 @@ def test_listings_show_the_prefix_and_a_flip_keeps_it(
     flipped = flip("r", "new")(text.encode(), "routes.yaml")
     route_spec = flipped.config.route("r")
     assert (route_spec.backend, route_spec.strip_prefix) == ("new", "/api/v2")
+
+
+INVENTORY = """\
+version: 1
+backends:
+  legacy: {wsgi: "tests.test_prefix:flask_app"}
+  new: {asgi: "tests.test_prefix:fastapi_app"}
+default: legacy
+routes:
+  - {id: legacy.api, path: "/api/v1/{rest:path}", strip_prefix: /api/v1, backend: legacy}
+  - {id: items, path: "/api/v1/items/{id}", strip_prefix: /api/v1, backend: new}
+  - {id: old, path: /api/v1/old, strip_prefix: /api/v1, backend: new, fallback: legacy}
+"""
+
+
+def test_inventory_joins_the_apps_at_the_paths_clients_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_routes(tmp_path, INVENTORY)
+    capsys.readouterr()
+    assert main(["inventory", "--config", str(path), "--json"]) == 0
+    endpoints = {
+        (e["method"], e["path"]): (e["status"], e["route"], e["backend"], e["implemented_by"])
+        for e in json.loads(capsys.readouterr().out)["endpoints"]
+    }
+    # Both apps serve /old; under the prefix they are one endpoint, moved to the new side.
+    assert endpoints[("GET", "/api/v1/old")] == ("migrated", "old", "new", ["legacy", "new"])
+    assert endpoints[("GET", "/api/v1/items/{item_id}")] == ("new-only", "items", "new", ["new"])
+    # The legacy app is reached under the prefix and, as the default, at its own paths.
+    api_book = ("legacy-only", "legacy.api", "legacy", ["legacy"])
+    assert endpoints[("GET", "/api/v1/books/{book_id}")] == api_book
+    own_book = ("legacy-only", "_default", "legacy", ["legacy"])
+    assert endpoints[("GET", "/books/{book_id}")] == own_book
+    # No route mounts the new app at its own paths: nothing of it is listed there.
+    assert ("GET", "/items/{item_id}") not in endpoints
+    assert endpoints[("GET", "/api/v1/openapi.json")][1:3] == ("legacy.api", "legacy")
+    # `check` judges the claims at the same paths: the catch-all sends the new app's
+    # documentation to the legacy app, and nothing else is misrouted.
+    assert main(["check", str(path)]) == 0
+    warned = re.findall(
+        r"unreachable: GET (\S+) is sent by route 'legacy.api'", capsys.readouterr().err
+    )
+    assert sorted(warned) == [
+        "/api/v1/docs",
+        "/api/v1/docs/oauth2-redirect",
+        "/api/v1/openapi.json",
+        "/api/v1/redoc",
+    ]

@@ -4,7 +4,9 @@
 `gateway.inventory.reading`, `url:` backends through their OpenAPI document) and never
 lets an app stop the caller: an import that raises, even `SystemExit`, is reported as
 that backend not being inspected. `build_inventory()` joins the endpoints by method
-and path *shape* (parameter names may differ between the apps), asks the gateway's
+and path *shape* (parameter names may differ between the apps), each at the path a
+client uses: an app mounted under a route's `strip_prefix` serves its `/books` at
+`/api/v2/books` (`mount_points`). It asks the gateway's
 own matcher which route claims each one, and gives each a status, the first that
 applies of `STATUSES`.
 """
@@ -112,24 +114,26 @@ def build_inventory(
         raise InventoryError(f"unknown legacy backend {legacy!r}; use one of: {', '.join(reads)}")
     order = [legacy, *(name for name in reads if name != legacy)]
     inventory = Inventory(legacy, [], {name: reads[name] for name in order})
+    router: Router[RouteSpec] = Router()
+    for route in config.routes:
+        router.add(parse_template(route.path), route.methods, route)
+    mounts = mount_points(config)
     joined: dict[tuple[str, tuple[str, ...]], Endpoint] = {}
     for name in order:
         for found in reads[name].endpoints or ():
             try:
-                shape = parse_template(found.path).shape
+                paths = _client_paths(found, mounts[name], router)
             except TemplateError as exc:
                 inventory.problems.append(f"backend {name!r}: {found.method} {exc}")
                 continue
-            endpoint = joined.get((found.method, shape))
-            if endpoint is None:
-                endpoint = Endpoint(found.method, found.path, shape, [], {}, False)
-                joined[(found.method, shape)] = endpoint
-            endpoint.implemented_by.append(name)
-            endpoint.names[name] = found.name
-            endpoint.hidden = endpoint.hidden or found.hidden
-    router: Router[RouteSpec] = Router()
-    for route in config.routes:
-        router.add(parse_template(route.path), route.methods, route)
+            for path, shape in paths:
+                endpoint = joined.get((found.method, shape))
+                if endpoint is None:
+                    endpoint = Endpoint(found.method, path, shape, [], {}, False)
+                    joined[(found.method, shape)] = endpoint
+                endpoint.implemented_by.append(name)
+                endpoint.names[name] = found.name
+                endpoint.hidden = endpoint.hidden or found.hidden
     for endpoint in sorted(joined.values(), key=lambda e: (e.path, e.method)):
         claim = router.match(_probe_method(endpoint.method), probe_path(endpoint.path))
         _place(endpoint, claim, config.default, inventory)
@@ -137,6 +141,45 @@ def build_inventory(
             inventory.claims.setdefault(endpoint.route, []).append(endpoint)
         inventory.endpoints.append(endpoint)
     return inventory
+
+
+def mount_points(config: GatewayConfig) -> dict[str, list[str]]:
+    """Where each backend is mounted: the `strip_prefix` of every route that names it
+    (on any side: backend, canary, fallback, shadow), and "" (its own paths) for the
+    default backend, a route without a prefix, or a backend no route names; "" first."""
+    mounts: dict[str, list[str]] = {spec.name: [] for spec in config.backends}
+
+    def add(name: str | None, prefix: str) -> None:
+        if name in mounts and prefix not in mounts[name]:
+            mounts[name].append(prefix)
+
+    add(config.default, "")
+    for route in config.routes:
+        prefix = route.strip_prefix or ""
+        add(route.backend, prefix)
+        add(route.canary.backend if route.canary else None, prefix)
+        add(route.shadow.backend if route.shadow else None, prefix)
+        add(route.fallback, prefix)
+    return {name: sorted(found or [""], key=bool) for name, found in mounts.items()}
+
+
+def _client_paths(
+    found: AppEndpoint, mounts: list[str], router: Router[RouteSpec]
+) -> list[tuple[str, tuple[str, ...]]]:
+    """(path, shape) where clients reach an app's endpoint: its path under each of the
+    backend's mount points whose route mounts it there (a route that strips another
+    prefix, or none, would not hand the app this path). An endpoint no mount point
+    reaches is listed under the first, where a route would have to serve it."""
+    paths = []
+    for mount in mounts:
+        template = parse_template(mount + found.path)
+        route = router.match(_probe_method(found.method), probe_path(template.text))
+        if (route.strip_prefix if route else None) == (mount or None):
+            paths.append((template.text, template.shape))
+    if not paths:
+        template = parse_template(mounts[0] + found.path)
+        paths.append((template.text, template.shape))
+    return paths
 
 
 def _probe_method(method: str) -> str:
