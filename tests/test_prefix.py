@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from gateway.routefile.loading import parse_config
 from gateway.routefile.model import ConfigError
 from gateway.settings import Settings
 from gateway.types import Receive, Scope, Send
-from tests.harness import ThreadServer, write_routes
+from tests.harness import ThreadServer, free_port, write_routes
 
 flask_app = Flask(__name__)
 
@@ -61,6 +62,9 @@ async def fastapi_old(request: Request) -> RedirectResponse:
     return RedirectResponse(request.url_for("item", item_id=1))
 
 
+heard_log: list[dict[str, Any]] = []  # what the upstream received, latest last
+
+
 async def upstream(scope: Scope, receive: Receive, send: Send) -> None:
     """Says what it received: path, raw path, query and X-Forwarded-Prefix."""
     if scope["type"] == "lifespan":
@@ -75,6 +79,7 @@ async def upstream(scope: Scope, receive: Receive, send: Send) -> None:
         "query": scope["query_string"].decode(),
         "prefix": headers.get(b"x-forwarded-prefix", b"").decode() or None,
     }
+    heard_log.append(heard)
     if scope["type"] == "websocket":
         await receive()
         await send({"type": "websocket.accept"})
@@ -94,6 +99,7 @@ backends:
   new: {{asgi: "tests.test_prefix:fastapi_app"}}
   up: {{url: "{up}"}}
   based: {{url: "{up}/base"}}
+  dead: {{url: "http://127.0.0.1:{dead}"}}
 default: legacy
 routes:
   - {{id: flask, path: "/api/v1/{{rest:path}}", strip_prefix: /api/v1, backend: legacy}}
@@ -102,13 +108,26 @@ routes:
   - {{id: based, path: "/based/{{rest:path}}", strip_prefix: /based, backend: based}}
   - {{id: based.root, path: /based, strip_prefix: /based, backend: based}}
   - {{id: whole, path: "/whole/{{rest:path}}", backend: based}}
+  - {{id: fallen, path: "/fb/{{rest:path}}", strip_prefix: /fb, backend: dead, fallback: legacy}}
+  - id: shadowed
+    path: "/sh/{{rest:path}}"
+    strip_prefix: /sh
+    backend: new
+    shadow: {{backend: based}}
+  - id: canaried
+    path: "/cn/{{rest:path}}"
+    strip_prefix: /cn
+    backend: legacy
+    canary: {{backend: up, percent: 100}}
 """
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with ThreadServer(upstream) as up:
-        routes = write_routes(tmp_path_factory.mktemp("prefix"), TABLE.format(up=up.url))
+        routes = write_routes(
+            tmp_path_factory.mktemp("prefix"), TABLE.format(up=up.url, dead=free_port())
+        )
         with ThreadServer(Gateway(Settings(config=str(routes)))) as server:
             yield server.url
 
@@ -165,6 +184,27 @@ def test_a_url_backend_with_a_base_path_gets_the_base_then_the_rest(gateway: str
     # Without a prefix, the whole path follows the base path.
     heard = httpx.get(gateway + "/whole/items").json()
     assert (heard["raw_path"], heard["prefix"]) == ("/base/whole/items", None)
+
+
+def test_every_side_of_a_route_is_mounted_under_its_prefix(gateway: str) -> None:
+    # The fallback, after the primary could not be reached.
+    fallen = httpx.get(gateway + "/fb/books/4")
+    assert fallen.headers["x-gateway-backend"] == "legacy"
+    assert fallen.json()["self"] == gateway + "/fb/books/4"
+    assert (fallen.json()["script_name"], fallen.json()["path_info"]) == ("/fb", "/books/4")
+    # The canary.
+    heard = httpx.get(gateway + "/cn/items/2").json()
+    assert (heard["raw_path"], heard["prefix"]) == ("/items/2", "/cn")
+    # The shadow copy, sent in the background.
+    assert httpx.get(gateway + "/sh/items/9").json()["root_path"] == "/sh"
+    deadline = time.monotonic() + 10
+    while {"raw_path": "/base/items/9", "prefix": "/sh"}.items() - _last_heard().items():
+        assert time.monotonic() < deadline, f"no shadow copy came: {heard_log[-3:]}"
+        time.sleep(0.05)
+
+
+def _last_heard() -> dict[str, Any]:
+    return heard_log[-1] if heard_log else {}
 
 
 def test_an_oddly_spelled_path_is_split_where_the_route_matched_it(gateway: str) -> None:
