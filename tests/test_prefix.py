@@ -19,12 +19,11 @@ from websockets.sync.client import connect
 
 from gateway.app import Gateway
 from gateway.cli import main
-from gateway.routefile.editing import flip
 from gateway.routefile.loading import parse_config
 from gateway.routefile.model import ConfigError
 from gateway.settings import Settings
 from gateway.types import Receive, Scope, Send
-from tests.harness import ThreadServer, free_port, write_routes
+from tests.harness import ThreadServer, free_port, gateway_client, write_routes
 
 flask_app = Flask(__name__)
 
@@ -54,6 +53,7 @@ async def item(item_id: int, request: Request) -> dict[str, Any]:
         "self": str(request.url_for("item", item_id=item_id)),
         "root_path": request.scope["root_path"],
         "path": request.url.path,
+        "raw_path": request.scope["raw_path"].decode(),
     }
 
 
@@ -158,6 +158,7 @@ def test_fastapi_gets_the_prefix_as_root_path_and_builds_urls_under_it(gateway: 
         "self": gateway + "/api/v2/items/3",
         "root_path": "/api/v2",
         "path": "/api/v2/items/3",
+        "raw_path": "/api/v2/items/3",
     }
     moved = httpx.get(gateway + "/api/v2/old")
     assert moved.status_code == 307
@@ -278,9 +279,15 @@ def test_listings_show_the_prefix_and_a_flip_keeps_it(
     assert main(["routes", str(path), "--json"]) == 0
     (route,) = json.loads(capsys.readouterr().out)["routes"]
     assert route["strip_prefix"] == "/api/v2"
-    flipped = flip("r", "new")(text.encode(), "routes.yaml")
-    route_spec = flipped.config.route("r")
-    assert (route_spec.backend, route_spec.strip_prefix) == ("new", "/api/v2")
+    # A flip through the admin API edits the file and keeps the prefix.
+    with gateway_client(path) as client:
+        answer = client.put("/-/routes/r", json={"backend": "new"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["route"]["strip_prefix"] == "/api/v2"
+        (route,) = client.get("/-/routes").json()["routes"]
+        assert (route["backend"], route["strip_prefix"]) == ("new", "/api/v2")
+    assert "strip_prefix: /api/v2" in path.read_text()
+    assert parse_config(path.read_bytes(), "routes.yaml").route("r").backend == "new"
 
 
 INVENTORY = """\
