@@ -27,8 +27,8 @@ TOKEN = "console-test-token"
 DOCS = ROOT / "docs"
 SHOTS = DOCS / "console-screenshots.json"
 SCREENSHOTS = ("overview", "flipped", "token", "rollback", "phone")
-# The demo's table, a route whose backend fails, with a rollback to trip, and a route
-# shadowed by a backend that answers otherwise.
+# The demo's table, a route whose backend fails, with a rollback to trip, a route
+# shadowed by a backend that answers otherwise, and one mounting its backend under a prefix.
 FLAKY = """\
   flaky: {asgi: "tests.apps:asgi"}
 """
@@ -44,6 +44,11 @@ FLAKY_ROUTE = """\
     methods: [GET]
     backend: legacy
     shadow: {backend: flaky, percent: 100}
+  - id: books.v1
+    path: /v1/books
+    strip_prefix: /v1
+    methods: [GET]
+    backend: new
 """
 UNAUTHORISED = (
     "console error: Failed to load resource: the server responded with a status of "
@@ -164,6 +169,7 @@ def test_the_page_asks_for_the_token_then_lists_the_demo_routes_cleanly(
     for route_id, backend in [("books.list", "new"), ("books.get", "new"), ("flaky", "flaky")]:
         expect(row(page, route_id).locator("td.backend")).to_have_text(backend, timeout=WAIT_MS)
     expect(row(page, "books.get").locator("td.route")).to_contain_text("GET,HEAD /books/{book_id}")
+    expect(row(page, "books.v1").locator("td.route")).to_contain_text("GET /v1/books (strips /v1)")
     expect(row(page, "flaky").locator("td.policy")).to_contain_text("Rollback armed")
     expect(page.locator("#progress-counts")).to_contain_text("legacy-only", timeout=WAIT_MS)
     expect(page.locator("#live")).to_contain_text("Live")
