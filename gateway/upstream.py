@@ -106,8 +106,9 @@ class HTTPBackend:
         return None  # the shared client is closed by the gateway that owns it
 
     def _request(self, scope: Scope) -> tuple[str, CIMultiDict[str]]:
-        """(URL, headers for the upstream): the client's request, its Host as the
-        backend's `host` says, and the forwarded headers naming the client."""
+        """(URL, headers for the upstream): the client's request (under a route's
+        prefix, the rest of its path), its Host as the backend's `host` says, and the
+        forwarded headers naming the client."""
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         # Mounted under a route's prefix (gateway.prefix): the upstream gets the rest of
         # the path, and the prefix in X-Forwarded-Prefix, after the one a trusted proxy
