@@ -123,13 +123,17 @@ routes:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def routes_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with ThreadServer(upstream) as up:
-        routes = write_routes(
-            tmp_path_factory.mktemp("prefix"), TABLE.format(up=up.url, dead=free_port())
-        )
-        with ThreadServer(Gateway(Settings(config=str(routes)))) as server:
-            yield server.url
+        text = TABLE.format(up=up.url, dead=free_port())
+        yield write_routes(tmp_path_factory.mktemp("prefix"), text)
+
+
+@pytest.fixture(scope="module")
+def gateway(routes_file: Path) -> Iterator[str]:
+    """A gateway whose clients, on loopback, are trusted proxies (the default)."""
+    with ThreadServer(Gateway(Settings(config=str(routes_file)))) as server:
+        yield server.url
 
 
 def test_flask_gets_the_prefix_as_script_name_and_builds_urls_under_it(
@@ -166,14 +170,26 @@ def test_fastapi_gets_the_prefix_as_root_path_and_builds_urls_under_it(gateway: 
 
 
 def test_a_url_backend_gets_the_rest_and_x_forwarded_prefix(gateway: str) -> None:
-    # The client's own X-Forwarded-Prefix is replaced by the gateway's statement.
-    answer = httpx.get(gateway + "/svc/items/5?q=1", headers={"X-Forwarded-Prefix": "/evil"})
+    answer = httpx.get(gateway + "/svc/items/5?q=1")
     assert answer.json() == {
         "path": "/items/5",
         "raw_path": "/items/5",
         "query": "q=1",
         "prefix": "/svc",
     }
+    # A trusted proxy stripped a prefix of its own before: the gateway's comes after it.
+    heard = httpx.get(gateway + "/svc/items/5", headers={"X-Forwarded-Prefix": "/shop/"}).json()
+    assert heard["prefix"] == "/shop/svc"
+
+
+def test_an_untrusted_clients_x_forwarded_prefix_is_dropped(routes_file: Path) -> None:
+    settings = Settings(config=str(routes_file), forwarded_allow_ips="10.0.0.1")
+    with ThreadServer(Gateway(settings)) as server:
+        spoofed = {"X-Forwarded-Prefix": "/evil"}
+        heard = httpx.get(server.url + "/svc/items/5", headers=spoofed).json()
+        assert heard["prefix"] == "/svc"
+        # Without a prefix to state, the upstream hears none at all.
+        assert httpx.get(server.url + "/whole/x", headers=spoofed).json()["prefix"] is None
 
 
 def test_a_url_backend_with_a_base_path_gets_the_base_then_the_rest(gateway: str) -> None:
