@@ -1,10 +1,12 @@
 """WebSockets to a remote upstream: one aiohttp client connection per client connection.
 
 The handshake goes upstream first, with the client's subprotocols, and only its
-outcome is given to the client: accepted with the subprotocol the upstream chose,
-or refused. A refusal is relayed as the upstream's HTTP answer where the server
-supports ASGI's `websocket.http.response` extension (its status and headers; aiohttp
-drops the refusal's body), else as a close: 1008 for a 4xx, 1011 otherwise. Then
+outcome is given to the client: accepted with the subprotocol the upstream chose
+and its response headers (cookies, custom headers; less the connection's own and
+the handshake's), or refused. A refusal is relayed as the upstream's HTTP answer
+where the server supports ASGI's `websocket.http.response` extension (its status
+and headers; aiohttp drops the refusal's body), else as a close: 1008 for a 4xx,
+1011 otherwise. Then
 frames flow both ways as they come, text as text and binary as binary; each side's
 close (code and reason) is passed on to the other. Pings are answered per hop
 (aiohttp towards the upstream, the server towards the client). Each direction
@@ -35,6 +37,9 @@ HANDSHAKE = frozenset(
 # Codes a close frame may not carry (RFC 6455 section 7.4.1), and what goes instead.
 _UNSENDABLE = {1005: 1000, 1006: 1001, 1015: 1001}
 _REFUSAL_DROPPED = frozenset({b"content-length", b"transfer-encoding", b"content-encoding"})
+# Each hop's handshake is its own (the subprotocol travels in websocket.accept's own
+# key); Date is the client-facing server's to give, as for any answer it sends.
+_ACCEPT_DROPPED = frozenset(name.encode() for name in HANDSHAKE) | {b"date"}
 
 
 async def proxy_websocket(
@@ -70,10 +75,35 @@ async def proxy_websocket(
     except aiohttp.ClientError as exc:
         raise BadResponse(f"upstream WebSocket handshake failed: {exc!r}") from None
     try:
-        await send({"type": "websocket.accept", "subprotocol": ws.protocol})
+        await send(
+            {
+                "type": "websocket.accept",
+                "subprotocol": ws.protocol,
+                "headers": _accept_headers(ws, hop_by_hop),
+            }
+        )
         await _relay(ws, receive, send)
     finally:
         await ws.close()
+
+
+def _accept_headers(ws: aiohttp.ClientWebSocketResponse, hop_by_hop: frozenset[bytes]) -> Headers:
+    """The upstream's 101 headers that are the app's own, not the connection's."""
+    # aiohttp keeps the handshake's response only on this attribute (no public one).
+    raw = ws._response.raw_headers
+    named = {
+        token.strip().lower()
+        for name, value in raw
+        if name.lower() == b"connection"
+        for token in value.split(b",")
+    }
+    return [
+        (name.lower(), value)
+        for name, value in raw
+        if (low := name.lower()) not in hop_by_hop
+        and low not in named
+        and low not in _ACCEPT_DROPPED
+    ]
 
 
 async def _refused(

@@ -59,6 +59,14 @@ async def whoami(ws: WebSocket) -> None:
     await ws.close()
 
 
+async def greet(ws: WebSocket) -> None:
+    """Accepts with headers of its own: two cookies and a custom header."""
+    headers = [(b"set-cookie", b"seat=12; Path=/"), (b"set-cookie", b"row=b; HttpOnly")]
+    await ws.accept(subprotocol="chat.v1", headers=[*headers, (b"x-upstream", b"yes")])
+    await ws.send_text("hi")
+    await ws.close()
+
+
 async def refuse(ws: WebSocket) -> None:
     denial = PlainTextResponse("no entry", 401, headers={"www-authenticate": 'Bearer realm="x"'})
     await ws.send_denial_response(denial)
@@ -85,6 +93,7 @@ upstream_app = Starlette(
         WebSocketRoute("/echo", echo),
         WebSocketRoute("/closing", closing),
         WebSocketRoute("/whoami", whoami),
+        WebSocketRoute("/greet", greet),
         WebSocketRoute("/refuse", refuse),
         WebSocketRoute("/crash", crash),
         WebSocketRoute("/flood", flood),
@@ -116,6 +125,25 @@ def test_text_and_binary_frames_and_the_negotiated_subprotocol(gateway: str) -> 
         assert ws.recv(timeout=10) == bytes(range(256))[::-1]
     with connect(gateway + "/echo", open_timeout=10) as ws:
         assert ws.subprotocol is None
+
+
+def test_the_upstreams_handshake_headers_reach_the_client(
+    gateway: str, upstream: ThreadServer
+) -> None:
+    with connect(f"ws://127.0.0.1:{upstream.port}/greet", subprotocols=["chat.v1"]) as ws:  # type: ignore[list-item]
+        alone = ws.response.headers
+    with connect(gateway + "/greet", subprotocols=["chat.v1"], open_timeout=10) as ws:  # type: ignore[list-item]
+        through = ws.response.headers
+        assert ws.subprotocol == "chat.v1"
+        assert ws.recv(timeout=10) == "hi"
+    assert through.get_all("set-cookie") == ["seat=12; Path=/", "row=b; HttpOnly"]
+    assert through.get_all("x-upstream") == ["yes"]
+    # The handshake's own fields are each hop's, given once by the gateway's server.
+    for name in ("sec-websocket-protocol", "sec-websocket-accept", "upgrade", "connection"):
+        assert len(through.get_all(name)) == 1, (name, through.raw_items())
+    assert len(through.get_all("date")) == 1
+    own = {"x-gateway-backend", "x-gateway-route", "x-request-id"}
+    assert {k.lower() for k in through} - own == {k.lower() for k in alone}
 
 
 def test_a_clients_close_code_and_reason_reach_the_upstream(gateway: str) -> None:
