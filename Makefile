@@ -30,11 +30,12 @@ lint: install
 typecheck: install
 	$(BIN)/mypy --strict gateway bench
 
-# prometheus and promtool, for the tests of deploy/, and redis-server, for the tests
-# of the Redis store (Debian's packages when missing)
+# prometheus and promtool, for the tests of deploy/, redis-server, for the tests of
+# the Redis store, and nginx, for the fidelity tests (Debian's packages when missing)
 tools:
 	deploy/prometheus/ensure-prometheus
 	deploy/redis/ensure-redis-server
+	deploy/nginx/ensure-nginx
 
 # Debian's Chromium, for the page tests (Playwright drives it; it never downloads one)
 browser:
@@ -56,7 +57,6 @@ test: lint typecheck unit
 # (instructions under callgrind, CPU per request, throughput). BENCH_QUICK=1 for a smoke
 # run; docs/benchmarks.md explains the table and how far each measure can be trusted.
 bench: install
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	$(BIN)/python -m bench
 
 clean:
