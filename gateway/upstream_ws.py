@@ -6,12 +6,11 @@ and its response headers (cookies, custom headers; less the connection's own and
 the handshake's), or refused. A refusal is relayed as the upstream's HTTP answer
 where the server supports ASGI's `websocket.http.response` extension (its status
 and headers; aiohttp drops the refusal's body), else as a close: 1008 for a 4xx,
-1011 otherwise. Then
-frames flow both ways as they come, text as text and binary as binary; each side's
-close (code and reason) is passed on to the other. Pings are answered per hop
-(aiohttp towards the upstream, the server towards the client). Each direction
-awaits its writer before reading on, so a slow reader slows its sender down rather
-than filling the gateway's memory.
+1011 otherwise. Then frames flow both ways as they come, text as text and binary as
+binary; each side's close (code and reason) is passed on to the other. Pings are
+answered per hop (aiohttp towards the upstream, the server towards the client).
+Each direction awaits its writer before reading on, so a slow reader slows its
+sender down rather than filling the gateway's memory.
 """
 
 from __future__ import annotations
