@@ -61,6 +61,10 @@ HOP_BY_HOP = frozenset(
 # to give up. Past it the upstream is unreachable (502), not slow.
 CONNECT_TIMEOUT = 10.0
 
+# The gateway's server dates every answer itself (as nginx does): the upstream's Date
+# relayed too would give the client two.
+_SERVERS_OWN = frozenset({b"date"})
+
 
 def new_client(max_connections: int = 512) -> aiohttp.ClientSession:
     """The shared client: no env proxies, no cookies, no redirects, bytes relayed as sent.
@@ -72,9 +76,21 @@ def new_client(max_connections: int = 512) -> aiohttp.ClientSession:
         connector=aiohttp.TCPConnector(limit=max_connections, limit_per_host=0),
         auto_decompress=False,  # relay the upstream's encoding untouched
         cookie_jar=aiohttp.DummyCookieJar(),
-        skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"),
+        # Only what the client sent: no type guessed for a body that came without one.
+        skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
         trust_env=False,
     )
+
+
+def header_text(value: bytes) -> str:
+    """A header value as aiohttp must be given it to send the client's bytes: aiohttp
+    writes header text as UTF-8, so UTF-8 bytes (what clients send beyond ASCII) are
+    decoded as such. Other bytes cannot be written as they came; as Latin-1 they at
+    least keep their characters."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
 
 
 def _strip_hop_by_hop(headers: Headers) -> Headers:
@@ -124,7 +140,7 @@ class HTTPBackend:
         came_with: dict[bytes, list[str]] = {}  # the forwarded headers the request has
         kept: CIMultiDict[str] = CIMultiDict()
         for name, value in _strip_hop_by_hop(scope["headers"]):
-            text = value.decode("latin-1")
+            text = header_text(value)
             if name == b"host":
                 host = text
             elif name in FORWARDING:
@@ -167,7 +183,11 @@ class HTTPBackend:
             raise BadResponse(f"upstream failed: {safe_reason(exc)}") from None
         try:
             response_headers = _strip_hop_by_hop(
-                [(name.lower(), value) for name, value in response.raw_headers]
+                [
+                    (name.lower(), value)
+                    for name, value in response.raw_headers
+                    if name.lower() not in _SERVERS_OWN
+                ]
             )
             await send(
                 {

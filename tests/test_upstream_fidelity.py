@@ -245,3 +245,20 @@ default: app
     )
     assert err_text.count("warning") == 1
     assert out.startswith(f"{path}: OK (0 routes, 1 backends, default: none, 1 warning(s))")
+
+
+def test_the_upstream_gets_the_clients_bytes_and_no_header_it_did_not_send(
+    tmp_path: Path, upstream: ThreadServer
+) -> None:
+    with _gateway(tmp_path, f'  main: {{url: "{upstream.url}"}}\n') as gw:
+        sent = {"X-Name": "café".encode(), "User-Agent": "ünï/1".encode()}
+        r = httpx.post(gw.url + "/x", content=b"\x00\x01 raw", headers=sent, timeout=10)
+    assert r.status_code == 200, r.text
+    seen = r.json()["headers"]
+    # The UTF-8 bytes as sent (the echo shows them as Latin-1), not encoded twice.
+    assert seen["x-name"] == "café".encode().decode("latin-1")
+    assert seen["user-agent"] == "ünï/1".encode().decode("latin-1")
+    assert "content-type" not in seen  # none sent, none guessed
+    assert r.json()["body"] == "\x00\x01 raw"
+    # The upstream's Date gives way to the gateway's own: one Date, as from any server.
+    assert len(r.headers.get_list("date")) == 1
