@@ -330,8 +330,16 @@ def nginx(directory: Path, port: int, upstream: int) -> list[str]:
 
 
 def routes(directory: Path, backend: str) -> Path:
+    """A route file with `backend` as the default, and the same app as a backend with a
+    one-second `timeout` for /drip, the slow stream: a timeout bounds the wait for the
+    answer, never the gaps in a stream that has started (README, `timeout`)."""
     path = directory / "routes.yaml"
-    path.write_text(f"version: 1\nbackends:\n  app: {{{backend}}}\ndefault: app\nroutes: []\n")
+    path.write_text(
+        "version: 1\n"
+        f"backends:\n  app: {{{backend}}}\n  slow: {{{backend}, timeout: 1}}\n"
+        "default: app\n"
+        "routes:\n  - {id: drip, path: /drip, backend: slow}\n"
+    )
     return path
 
 
