@@ -24,6 +24,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from urllib.parse import urlencode
 
 from gateway import fetch, tls
@@ -317,6 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command != "serve":  # serve does it for itself and its workers (server.serve)
         config = getattr(args, "file", None) or getattr(args, "config", None)
+        if args.command == "init":  # the file it writes: -o, else one saved right here
+            config = args.output or str(Path.cwd() / "routes.yaml")
         use_app_dirs(config, getattr(args, "app_dir", None))
     code: int = args.func(args)
     return code

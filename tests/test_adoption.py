@@ -135,3 +135,31 @@ def test_a_factory_that_raises_stops_the_start_with_its_reason(tmp_path: Path) -
     assert str(info.value) == (
         "backend 'legacy' did not load: shop:broken() raised RuntimeError('no database configured')"
     )
+
+
+def test_init_imports_the_apps_from_where_its_file_goes(tmp_path: Path) -> None:
+    """Run as installed (the `gateway` script, whose own directory is first on sys.path,
+    not the current one): the apps beside the file -o names, else in the current
+    directory, where the file printed is to be saved."""
+    team = tmp_path / "team"
+    (team / "svc").mkdir(parents=True)
+    (team / "shop.py").write_text(
+        "from flask import Flask\n\ndef create_app():\n    app = Flask(__name__)\n"
+        "    app.add_url_rule('/orders', 'orders', lambda: 'orders')\n    return app\n"
+    )
+    (team / "svc" / "__init__.py").write_text("")
+    (team / "svc" / "main.py").write_text(
+        "from fastapi import FastAPI\n\napp = FastAPI()\napp.get('/orders')(lambda: 'orders')\n"
+    )
+    script = Path(sys.executable).with_name("gateway")
+    command = [str(script), "init", "--legacy", "shop:create_app()", "--new", "svc.main:app"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    here = subprocess.run(command, cwd=team, env=env, capture_output=True, text=True, timeout=60)
+    assert here.returncode == 0, here.stderr
+    assert 'legacy: {wsgi: "shop:create_app()"}' in here.stdout
+    written = team / "starter.yaml"
+    beside = subprocess.run(
+        [*command, "-o", str(written)], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert beside.returncode == 0, beside.stderr
+    assert written.read_text() == here.stdout
