@@ -181,7 +181,7 @@ def _body_difference(alone: bytes, through: bytes) -> str:
 
 
 # The request header the gateway adds on its way to any app: its request id, for the
-# app's logs to name (README, "Differences").
+# app's logs to name (README, "Fidelity").
 GATEWAY_HOP = frozenset({"x-request-id"})
 
 

@@ -15,7 +15,7 @@ import pytest
 from tests import fidelity
 from tests.fidelity import Case, exchange, free_port, serving
 
-# Keys each server gives its own way, present on both sides (README, "Differences").
+# Keys each server gives its own way, present on both sides (README, "Fidelity").
 OWN_VALUE: dict[str, str] = {
     "REMOTE_PORT": "the client's port: each exchange is a connection of its own",
     "SERVER_PORT": "the port each server listens on",
@@ -37,16 +37,6 @@ ONE_SIDE: dict[str, str] = {
 }
 DOCUMENTED = {**OWN_VALUE, **ONE_SIDE}
 
-# Keys that differ only until a fix now under way lands: left out of each case's
-# comparison, and checked on their own by a strict xfail (passing fails).
-IN_FLIGHT_KEYS: dict[str, str] = {
-    "wsgi.input_terminated": "chunked request bodies to WSGI (wsgi.input_terminated)",
-}
-IN_FLIGHT: dict[str, str] = {
-    "chunked POST": IN_FLIGHT_KEYS["wsgi.input_terminated"],
-    "forwarded by a proxy on loopback": "--forwarded-allow-ips (a trusted proxy's"
-    " X-Forwarded-Proto sets wsgi.url_scheme, as under gunicorn)",
-}
 # Keys that differ in one case by design.
 CASE_DIFFERENCES: dict[str, dict[str, str]] = {
     "forwarded by a proxy on loopback": {
@@ -123,19 +113,7 @@ def environ_of(port: int, case: Case) -> dict[str, object]:
     return environ
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(
-            case,
-            id=case.name,
-            marks=[pytest.mark.xfail(strict=True, reason=IN_FLIGHT[case.name])]
-            if case.name in IN_FLIGHT
-            else [],
-        )
-        for case in CASES
-    ],
-)
+@pytest.mark.parametrize("case", [pytest.param(case, id=case.name) for case in CASES])
 def test_the_environ_under_gunicorn_and_mounted_by_the_gateway(
     servers: dict[str, int], case: Case
 ) -> None:
@@ -145,7 +123,6 @@ def test_the_environ_under_gunicorn_and_mounted_by_the_gateway(
         f"{key}: {alone.get(key, '<absent>')!r} alone, {through.get(key, '<absent>')!r} through"
         for key in sorted(set(alone) | set(through))
         if key not in DOCUMENTED
-        and key not in IN_FLIGHT_KEYS
         and key not in CASE_DIFFERENCES.get(case.name, {})
         and alone.get(key, "<absent>") != through.get(key, "<absent>")
     ]
@@ -155,23 +132,6 @@ def test_the_environ_under_gunicorn_and_mounted_by_the_gateway(
         if (key in alone) != (key in through)
     ]
     assert not found, f"{case.method} {case.target}:\n" + "\n".join(found)
-
-
-@pytest.mark.xfail(strict=True, reason=IN_FLIGHT_KEYS["wsgi.input_terminated"])
-def test_the_keys_a_fix_in_flight_makes_equal(servers: dict[str, int]) -> None:
-    found = []
-    for case in CASES:
-        if case.method == "HEAD":
-            continue
-        alone = environ_of(servers["gunicorn"], case)
-        through = environ_of(servers["gateway"], case)
-        found += [
-            f"{case.name}: {key}: {alone.get(key, '<absent>')!r} alone,"
-            f" {through.get(key, '<absent>')!r} through"
-            for key in IN_FLIGHT_KEYS
-            if alone.get(key, "<absent>") != through.get(key, "<absent>")
-        ]
-    assert not found, "\n".join(found)
 
 
 def test_a_header_name_with_an_underscore_never_reaches_the_app(servers: dict[str, int]) -> None:
