@@ -266,10 +266,11 @@ def serving(
                 proc.wait(5)
 
 
-def gunicorn(target: str, port: int) -> list[str]:
-    """gunicorn as a team runs a Flask app: sync workers (one here)."""
+def gunicorn(target: str, port: int, workers: int = 1) -> list[str]:
+    """gunicorn as a team runs a Flask app: sync workers, each serving one request at
+    a time (a second worker serves a proxy while the first ends a slow stream)."""
     return [
-        sys.executable, "-m", "gunicorn", "--workers", "1", "--worker-class", "sync",
+        sys.executable, "-m", "gunicorn", "--workers", str(workers), "--worker-class", "sync",
         "--bind", f"127.0.0.1:{port}", "--log-level", "warning", target,
     ]  # fmt: skip
 

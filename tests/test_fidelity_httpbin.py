@@ -36,7 +36,9 @@ NGINX_HOP = GATEWAY_HOP | frozenset(
         "x-forwarded-port",
         # RFC 7239: the gateway adds it, nginx (by default) does not
         "forwarded",
-        # nginx reads a chunked upload whole, then sends it with a Content-Length
+        # framing: nginx reads a chunked upload whole, then sends it with a
+        # Content-Length; the gateway streams it chunked, and frames a DELETE
+        # without a body with Content-Length: 0
         "content-length",
         "transfer-encoding",
         # nginx answers a 100-continue itself and drops the expectation; the gateway
@@ -45,11 +47,7 @@ NGINX_HOP = GATEWAY_HOP | frozenset(
     }
 )
 
-# Cases that fail only until a fix now under way lands (strict: passing fails).
-IN_FLIGHT: dict[str, dict[str, str]] = {
-    "wsgi": {},
-    "url": {"slow stream": "timeout/read_timeout semantics (timeout bounds the first byte)"},
-}
+CASES = [pytest.param(case, id=case.name) for case in HTTP_CASES]
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +62,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int]
     url = fidelity.routes(url_dir, f'url: "http://127.0.0.1:{ports["gunicorn"]}"')
     with (
         serving(
-            fidelity.gunicorn("httpbin:app", ports["gunicorn"]),
+            fidelity.gunicorn("httpbin:app", ports["gunicorn"], workers=2),
             ports["gunicorn"],
             directory / "gunicorn.log",
         ),
@@ -79,19 +77,6 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int]
         yield ports
 
 
-def _cases(pair: str) -> list[object]:
-    return [
-        pytest.param(
-            case,
-            id=case.name,
-            marks=[pytest.mark.xfail(strict=True, reason=IN_FLIGHT[pair][case.name])]
-            if case.name in IN_FLIGHT[pair]
-            else [],
-        )
-        for case in HTTP_CASES
-    ]
-
-
 # httpbin's own doing, checked for exactly what it is: it refuses a chunked upload
 # (501) unless SERVER_SOFTWARE names gunicorn, which the gateway does not claim to be.
 # (A chunked upload reaches a WSGI app whole: tests/test_fidelity_environ.py.)
@@ -103,7 +88,7 @@ def _compare(alone: Answer, through: Answer, case: Case, hop: frozenset[str]) ->
     assert not found, f"{case.method} {case.target}:\n" + "\n".join(found)
 
 
-@pytest.mark.parametrize("case", _cases("wsgi"))
+@pytest.mark.parametrize("case", CASES)
 def test_httpbin_under_gunicorn_and_mounted_by_the_gateway(
     servers: dict[str, int], case: Case
 ) -> None:
@@ -116,7 +101,7 @@ def test_httpbin_under_gunicorn_and_mounted_by_the_gateway(
     _compare(alone, through, case, GATEWAY_HOP)
 
 
-@pytest.mark.parametrize("case", _cases("url"))
+@pytest.mark.parametrize("case", CASES)
 def test_httpbin_behind_nginx_and_behind_a_url_backend(servers: dict[str, int], case: Case) -> None:
     alone = exchange(servers["nginx"], case)
     through = exchange(servers["url"], case)
