@@ -266,6 +266,13 @@ def serving(
                 proc.wait(5)
 
 
+def readme_differences() -> str:
+    """The README's Fidelity section, where every difference the suite allows is listed."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index("## Fidelity")
+    return text[start : text.index("\n## ", start + 1)]
+
+
 def gunicorn(target: str, port: int, workers: int = 1) -> list[str]:
     """gunicorn as a team runs a Flask app: sync workers, each serving one request at
     a time (a second worker serves a proxy while the first ends a slow stream)."""

@@ -141,3 +141,9 @@ def test_a_header_name_with_an_underscore_never_reaches_the_app(servers: dict[st
         environ = environ_of(port, case)
         assert "HTTP_X_FORWARDED_FOR" not in environ
         assert "HTTP_X_ONLY" not in environ
+
+
+def test_every_key_allowed_to_differ_is_in_the_readme() -> None:
+    listed = fidelity.readme_differences()
+    allowed = [*DOCUMENTED, *(k for keys in CASE_DIFFERENCES.values() for k in keys)]
+    assert [key for key in allowed if f"`{key}`" not in listed] == []
