@@ -13,7 +13,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests import fidelity
-from tests.fidelity import Case, exchange, free_port, serving
+from tests.fidelity import Case, exchange
+from tests.fidelity_servers import gateway, gunicorn, routes, serving
+from tests.harness import free_port
 
 # Keys each server gives its own way, present on both sides (README, "Fidelity").
 OWN_VALUE: dict[str, str] = {
@@ -94,9 +96,9 @@ CASES = [
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int]]:
     directory = tmp_path_factory.mktemp("environ")
     ports = {"gunicorn": free_port(), "gateway": free_port()}
-    config = fidelity.routes(directory, 'wsgi: "tests.environ_app:app"')
-    alone = fidelity.gunicorn("tests.environ_app:app", ports["gunicorn"])
-    through = fidelity.gateway(config, ports["gateway"])
+    config = routes(directory, 'wsgi: "tests.environ_app:app"')
+    alone = gunicorn("tests.environ_app:app", ports["gunicorn"])
+    through = gateway(config, ports["gateway"])
     with (
         serving(alone, ports["gunicorn"], directory / "gunicorn.log"),
         serving(through, ports["gateway"], directory / "gateway.log"),

@@ -23,10 +23,10 @@ from tests.fidelity import (
     Case,
     differences,
     exchange,
-    free_port,
-    serving,
 )
 from tests.fidelity_cases import HTTP_CASES
+from tests.fidelity_servers import gateway, gunicorn, nginx, routes, serving
+from tests.harness import free_port
 
 # Request headers a proxy hop adds or rewrites on its way to the app, removed from
 # httpbin's echo of the request before comparing (README, "Fidelity").
@@ -58,21 +58,21 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int]
     wsgi_dir, url_dir = directory / "wsgi", directory / "url"
     wsgi_dir.mkdir()
     url_dir.mkdir()
-    wsgi = fidelity.routes(wsgi_dir, 'wsgi: "httpbin:app"')
-    url = fidelity.routes(url_dir, f'url: "http://127.0.0.1:{ports["gunicorn"]}"')
+    wsgi = routes(wsgi_dir, 'wsgi: "httpbin:app"')
+    url = routes(url_dir, f'url: "http://127.0.0.1:{ports["gunicorn"]}"')
     with (
         serving(
-            fidelity.gunicorn("httpbin:app", ports["gunicorn"], workers=2),
+            gunicorn("httpbin:app", ports["gunicorn"], workers=2),
             ports["gunicorn"],
             directory / "gunicorn.log",
         ),
         serving(
-            fidelity.nginx(directory, ports["nginx"], ports["gunicorn"]),
+            nginx(directory, ports["nginx"], ports["gunicorn"]),
             ports["nginx"],
             directory / "nginx.out",
         ),
-        serving(fidelity.gateway(wsgi, ports["wsgi"]), ports["wsgi"], directory / "wsgi.log"),
-        serving(fidelity.gateway(url, ports["url"]), ports["url"], directory / "url.log"),
+        serving(gateway(wsgi, ports["wsgi"]), ports["wsgi"], directory / "wsgi.log"),
+        serving(gateway(url, ports["url"]), ports["url"], directory / "url.log"),
     ):
         yield ports
 

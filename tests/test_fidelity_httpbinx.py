@@ -8,18 +8,19 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests import fidelity
-from tests.fidelity import GATEWAY_HOP, Body, Case, differences, exchange, free_port, serving
+from tests.fidelity import GATEWAY_HOP, Body, Case, differences, exchange
 from tests.fidelity_cases import HTTP_CASES
+from tests.fidelity_servers import gateway, routes, serving, uvicorn
+from tests.harness import free_port
 
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int]]:
     directory = tmp_path_factory.mktemp("httpbinx")
     ports = {"uvicorn": free_port(), "gateway": free_port()}
-    config = fidelity.routes(directory, 'asgi: "httpbinx.main:app"')
-    alone = fidelity.uvicorn("httpbinx.main:app", ports["uvicorn"])
-    through = fidelity.gateway(config, ports["gateway"])
+    config = routes(directory, 'asgi: "httpbinx.main:app"')
+    alone = uvicorn("httpbinx.main:app", ports["uvicorn"])
+    through = gateway(config, ports["gateway"])
     with (
         serving(alone, ports["uvicorn"], directory / "uvicorn.log"),
         serving(through, ports["gateway"], directory / "gateway.log"),
