@@ -17,6 +17,7 @@ import json
 import socket
 import zlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import brotlicffi  # type: ignore[import-untyped]
@@ -74,6 +75,15 @@ def exchange(port: int, case: Case, timeout: float = 30) -> Answer:
         body = response.read()
         headers = [(name.lower(), value) for name, value in response.getheaders()]
         return Answer(response.status, headers, body, interim)
+
+
+def exchange_both(alone_port: int, through_port: int, case: Case) -> tuple[Answer, Answer]:
+    """The case sent to the app alone and through the proxy at once (on connections of
+    their own): a slow case costs its time once."""
+    with ThreadPoolExecutor(2) as pool:
+        alone = pool.submit(exchange, alone_port, case)
+        through = pool.submit(exchange, through_port, case)
+        return alone.result(), through.result()
 
 
 def _read_interim(sock: socket.socket) -> int:

@@ -57,7 +57,8 @@ def serving(
 
 def gunicorn(target: str, port: int, workers: int = 1) -> list[str]:
     """gunicorn as a team runs a Flask app: sync workers, each serving one request at
-    a time (a second worker serves a proxy while the first ends a slow stream)."""
+    a time (httpbin's slow stream holds its worker a while after its last byte: more
+    workers keep the next requests from queueing behind it)."""
     return [
         sys.executable, "-m", "gunicorn", "--workers", str(workers), "--worker-class", "sync",
         "--bind", f"127.0.0.1:{port}", "--log-level", "warning", target,
@@ -121,12 +122,12 @@ def nginx(directory: Path, port: int, upstream: int) -> list[str]:
 
 def routes(directory: Path, backend: str) -> Path:
     """A route file with `backend` as the default, and the same app as a backend with a
-    one-second `timeout` for /drip, the slow stream: a timeout bounds the wait for the
+    two-second `timeout` for /drip, the slow stream: a timeout bounds the wait for the
     answer, never the gaps in a stream that has started (README, `timeout`)."""
     path = directory / "routes.yaml"
     path.write_text(
         "version: 1\n"
-        f"backends:\n  app: {{{backend}}}\n  slow: {{{backend}, timeout: 1}}\n"
+        f"backends:\n  app: {{{backend}}}\n  slow: {{{backend}, timeout: 2}}\n"
         "default: app\n"
         "routes:\n  - {id: drip, path: /drip, backend: slow}\n"
     )

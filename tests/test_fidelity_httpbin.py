@@ -22,7 +22,7 @@ from tests.fidelity import (
     Body,
     Case,
     differences,
-    exchange,
+    exchange_both,
 )
 from tests.fidelity_cases import HTTP_CASES
 from tests.fidelity_servers import gateway, gunicorn, nginx, routes, serving
@@ -62,7 +62,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int]
     url = routes(url_dir, f'url: "http://127.0.0.1:{ports["gunicorn"]}"')
     with (
         serving(
-            gunicorn("httpbin:app", ports["gunicorn"], workers=2),
+            gunicorn("httpbin:app", ports["gunicorn"], workers=3),
             ports["gunicorn"],
             directory / "gunicorn.log",
         ),
@@ -92,8 +92,7 @@ def _compare(alone: Answer, through: Answer, case: Case, hop: frozenset[str]) ->
 def test_httpbin_under_gunicorn_and_mounted_by_the_gateway(
     servers: dict[str, int], case: Case
 ) -> None:
-    alone = exchange(servers["gunicorn"], case)
-    through = exchange(servers["wsgi"], case)
+    alone, through = exchange_both(servers["gunicorn"], servers["wsgi"], case)
     if case.chunked:
         assert alone.status == 200, alone.body[:300]
         assert (through.status, CHUNKED_REFUSED in through.body) == (501, True), through.body
@@ -103,8 +102,7 @@ def test_httpbin_under_gunicorn_and_mounted_by_the_gateway(
 
 @pytest.mark.parametrize("case", CASES)
 def test_httpbin_behind_nginx_and_behind_a_url_backend(servers: dict[str, int], case: Case) -> None:
-    alone = exchange(servers["nginx"], case)
-    through = exchange(servers["url"], case)
+    alone, through = exchange_both(servers["nginx"], servers["url"], case)
     _compare(alone, through, case, NGINX_HOP)
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fidelity import GATEWAY_HOP, Body, Case, differences, exchange
+from tests.fidelity import GATEWAY_HOP, Body, Case, differences, exchange_both
 from tests.fidelity_cases import HTTP_CASES
 from tests.fidelity_servers import gateway, routes, serving, uvicorn
 from tests.harness import free_port
@@ -35,7 +35,6 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int]
 def test_httpbinx_under_uvicorn_and_mounted_by_the_gateway(
     servers: dict[str, int], case: Case
 ) -> None:
-    alone = exchange(servers["uvicorn"], case)
-    through = exchange(servers["gateway"], case)
+    alone, through = exchange_both(servers["uvicorn"], servers["gateway"], case)
     found = differences(alone, through, Body(GATEWAY_HOP))
     assert not found, f"{case.method} {case.target}:\n" + "\n".join(found)
