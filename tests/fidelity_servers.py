@@ -120,15 +120,17 @@ def nginx(directory: Path, port: int, upstream: int) -> list[str]:
     return [binary, "-p", str(directory), "-c", str(conf), "-e", str(directory / "error.log")]
 
 
-def routes(directory: Path, backend: str) -> Path:
+def routes(directory: Path, backend: str, *extra: str) -> Path:
     """A route file with `backend` as the default, and the same app as a backend with a
     two-second `timeout` for /drip, the slow stream: a timeout bounds the wait for the
-    answer, never the gaps in a stream that has started (README, `timeout`)."""
+    answer, never the gaps in a stream that has started (README, `timeout`). `extra`:
+    more routes, each a YAML flow mapping."""
     path = directory / "routes.yaml"
     path.write_text(
         "version: 1\n"
         f"backends:\n  app: {{{backend}}}\n  slow: {{{backend}, timeout: 2}}\n"
         "default: app\n"
         "routes:\n  - {id: drip, path: /drip, backend: slow}\n"
+        + "".join(f"  - {route}\n" for route in extra)
     )
     return path

@@ -91,16 +91,35 @@ CASES = [
     ),
 ]
 
+# An app mounted under a prefix: gunicorn told so by SCRIPT_NAME in its environment,
+# the gateway by a route's strip_prefix.
+PREFIX = "/api/v2"
+MOUNTED_CASES = [
+    Case("mounted path", f"{PREFIX}/items/7?x=1"),
+    Case("mounted escapes", f"{PREFIX}/a%2Fb/caf%C3%A9"),
+    Case("mounted root", f"{PREFIX}/"),
+    Case(
+        "mounted form POST",
+        f"{PREFIX}/submit",
+        method="POST",
+        headers=[("Content-Type", "application/x-www-form-urlencoded")],
+        body=b"a=1",
+    ),
+]
+
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int]]:
     directory = tmp_path_factory.mktemp("environ")
-    ports = {"gunicorn": free_port(), "gateway": free_port()}
-    config = routes(directory, 'wsgi: "tests.environ_app:app"')
+    ports = {"gunicorn": free_port(), "mounted": free_port(), "gateway": free_port()}
+    mount = f'{{id: mounted, path: "{PREFIX}/{{rest:path}}", strip_prefix: {PREFIX}, backend: app}}'
+    config = routes(directory, 'wsgi: "tests.environ_app:app"', mount)
     alone = gunicorn("tests.environ_app:app", ports["gunicorn"])
+    mounted = gunicorn("tests.environ_app:app", ports["mounted"])
     through = gateway(config, ports["gateway"])
     with (
         serving(alone, ports["gunicorn"], directory / "gunicorn.log"),
+        serving(mounted, ports["mounted"], directory / "mounted.log", {"SCRIPT_NAME": PREFIX}),
         serving(through, ports["gateway"], directory / "gateway.log"),
     ):
         yield ports
@@ -121,6 +140,21 @@ def test_the_environ_under_gunicorn_and_mounted_by_the_gateway(
 ) -> None:
     alone = environ_of(servers["gunicorn"], case)
     through = environ_of(servers["gateway"], case)
+    found = _differences(alone, through, case)
+    assert not found, f"{case.method} {case.target}:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize("case", [pytest.param(case, id=case.name) for case in MOUNTED_CASES])
+def test_the_environ_of_an_app_mounted_under_a_prefix(servers: dict[str, int], case: Case) -> None:
+    alone = environ_of(servers["mounted"], case)
+    through = environ_of(servers["gateway"], case)
+    assert (through["SCRIPT_NAME"], alone["SCRIPT_NAME"]) == (PREFIX, PREFIX)
+    found = _differences(alone, through, case)
+    assert not found, f"{case.method} {case.target}:\n" + "\n".join(found)
+
+
+def _differences(alone: dict[str, object], through: dict[str, object], case: Case) -> list[str]:
+    """Every key that differs and is not documented to, one line each."""
     found = [
         f"{key}: {alone.get(key, '<absent>')!r} alone, {through.get(key, '<absent>')!r} through"
         for key in sorted(set(alone) | set(through))
@@ -133,7 +167,7 @@ def test_the_environ_under_gunicorn_and_mounted_by_the_gateway(
         for key in OWN_VALUE
         if (key in alone) != (key in through)
     ]
-    assert not found, f"{case.method} {case.target}:\n" + "\n".join(found)
+    return found
 
 
 def test_a_header_name_with_an_underscore_never_reaches_the_app(servers: dict[str, int]) -> None:
