@@ -39,6 +39,9 @@ class Case:
     chunked: bool = False  # send the body as chunks of `chunk` bytes, no Content-Length
     chunk: int = 1000
     expect: bool = False  # Expect: 100-continue, the body sent after the 100 only
+    # The app seeds its process's one random generator for it: two at once in one
+    # asyncio process would interleave (httpbinx), so such a pair goes one at a time.
+    seeded: bool = False
 
 
 @dataclass
@@ -77,9 +80,13 @@ def exchange(port: int, case: Case, timeout: float = 30) -> Answer:
         return Answer(response.status, headers, body, interim)
 
 
-def exchange_both(alone_port: int, through_port: int, case: Case) -> tuple[Answer, Answer]:
-    """The case sent to the app alone and through the proxy at once (on connections of
-    their own): a slow case costs its time once."""
+def exchange_both(
+    alone_port: int, through_port: int, case: Case, *, together: bool = True
+) -> tuple[Answer, Answer]:
+    """The case sent to the app alone and through the proxy, at once (a slow case costs
+    its time once) unless `together` is false (see `Case.seeded`)."""
+    if not together:
+        return exchange(alone_port, case), exchange(through_port, case)
     with ThreadPoolExecutor(2) as pool:
         alone = pool.submit(exchange, alone_port, case)
         through = pool.submit(exchange, through_port, case)
@@ -186,6 +193,26 @@ def _body_difference(alone: bytes, through: bytes) -> str:
 # The request header the gateway adds on its way to any app: its request id, for the
 # app's logs to name (README, "Fidelity").
 GATEWAY_HOP = frozenset({"x-request-id"})
+
+
+# Request headers a proxy hop adds or rewrites on its way to the app, removed from
+# httpbin's echo of the request before comparing (README, "Fidelity").
+NGINX_HOP = GATEWAY_HOP | frozenset(
+    {
+        # nginx names its own port, the gateway the port the client's Host names
+        "x-forwarded-port",
+        # RFC 7239: the gateway adds it, nginx (by default) does not
+        "forwarded",
+        # framing: nginx reads a chunked upload whole, then sends it with a
+        # Content-Length; the gateway streams it chunked, and frames a DELETE
+        # without a body with Content-Length: 0
+        "content-length",
+        "transfer-encoding",
+        # nginx answers a 100-continue itself and drops the expectation; the gateway
+        # passes it on (RFC 9110 allows both), so the app sees it as it would alone
+        "expect",
+    }
+)
 
 
 class Body:

@@ -105,11 +105,11 @@ HTTP_CASES: list[Case] = [
     Case("deflate", "/deflate", headers=[("Accept-Encoding", "deflate")]),
     Case("brotli", "/brotli", headers=[("Accept-Encoding", "br")]),
     Case("streamed lines", "/stream/5"),
-    Case("streamed bytes", "/stream-bytes/20000?seed=7&chunk_size=1000"),
+    Case("streamed bytes", "/stream-bytes/20000?seed=7&chunk_size=1000", seeded=True),
     # bytes 3 s apart, where the gateway's /drip route has a two-second timeout
     # (tests/fidelity_servers.routes): it bounds the wait for the answer, not a stream's gaps
     Case("slow stream", "/drip?duration=6&numbytes=2&code=200&delay=0"),
-    Case("bytes", "/bytes/3000?seed=3"),
+    Case("bytes", "/bytes/3000?seed=3", seeded=True),
     # auth challenges
     Case("basic auth challenge", "/basic-auth/user/secret"),
     Case("basic auth", "/basic-auth/user/secret", headers=[("Authorization", _AUTH)]),

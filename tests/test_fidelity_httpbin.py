@@ -18,6 +18,7 @@ import pytest
 from tests import fidelity
 from tests.fidelity import (
     GATEWAY_HOP,
+    NGINX_HOP,
     Answer,
     Body,
     Case,
@@ -27,25 +28,6 @@ from tests.fidelity import (
 from tests.fidelity_cases import HTTP_CASES
 from tests.fidelity_servers import gateway, gunicorn, nginx, routes, serving
 from tests.harness import free_port
-
-# Request headers a proxy hop adds or rewrites on its way to the app, removed from
-# httpbin's echo of the request before comparing (README, "Fidelity").
-NGINX_HOP = GATEWAY_HOP | frozenset(
-    {
-        # nginx names its own port, the gateway the port the client's Host names
-        "x-forwarded-port",
-        # RFC 7239: the gateway adds it, nginx (by default) does not
-        "forwarded",
-        # framing: nginx reads a chunked upload whole, then sends it with a
-        # Content-Length; the gateway streams it chunked, and frames a DELETE
-        # without a body with Content-Length: 0
-        "content-length",
-        "transfer-encoding",
-        # nginx answers a 100-continue itself and drops the expectation; the gateway
-        # passes it on (RFC 9110 allows both), so the app sees it as it would alone
-        "expect",
-    }
-)
 
 CASES = [pytest.param(case, id=case.name) for case in HTTP_CASES]
 
