@@ -113,8 +113,13 @@ http {{
 """
 
 
+def nginx_binary() -> str:
+    """Where nginx is: on PATH, else where Debian puts it (/usr/sbin, on root's PATH)."""
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
 def nginx(directory: Path, port: int, upstream: int) -> list[str]:
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    binary = nginx_binary()
     conf = directory / "nginx.conf"
     conf.write_text(NGINX_CONF.format(dir=directory, port=port, upstream=upstream))
     return [binary, "-p", str(directory), "-c", str(conf), "-e", str(directory / "error.log")]

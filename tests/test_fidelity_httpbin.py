@@ -11,6 +11,8 @@ What still differs is listed here with its reason, and in the README's table."""
 
 from __future__ import annotations
 
+import stat
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -26,8 +28,8 @@ from tests.fidelity import (
     exchange_both,
 )
 from tests.fidelity_cases import HTTP_CASES
-from tests.fidelity_servers import gateway, gunicorn, nginx, routes, serving
-from tests.harness import free_port
+from tests.fidelity_servers import gateway, gunicorn, nginx, nginx_binary, routes, serving
+from tests.harness import ROOT, free_port
 
 CASES = [pytest.param(case, id=case.name) for case in HTTP_CASES]
 
@@ -91,3 +93,13 @@ def test_httpbin_behind_nginx_and_behind_a_url_backend(servers: dict[str, int], 
 def test_every_header_allowed_to_differ_is_in_the_readme() -> None:
     listed = fidelity.readme_differences().lower()
     assert [name for name in NGINX_HOP if f"`{name}" not in listed] == []
+
+
+def test_make_finds_the_nginx_the_suite_runs() -> None:
+    """`make unit` runs deploy/nginx/ensure-nginx, which installs Debian's nginx only
+    when none is there: here it finds the one the suite runs, and says where."""
+    script = ROOT / "deploy" / "nginx" / "ensure-nginx"
+    assert script.stat().st_mode & stat.S_IXUSR
+    run = subprocess.run([str(script)], capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith(f"ensure-nginx: {nginx_binary()} (nginx/")
