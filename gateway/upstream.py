@@ -162,7 +162,7 @@ class HTTPBackend:
         url, headers = self._request(scope)
         if scope["type"] == "websocket":
             await proxy_websocket(
-                self.client, url, headers, self._ssl, scope, receive, send, HOP_BY_HOP
+                self.client, url, headers, self._ssl, scope, receive, send, _strip_hop_by_hop
             )
             return
         try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from collections.abc import Callable
 
 import aiohttp
 from multidict import CIMultiDict
@@ -49,7 +50,7 @@ async def proxy_websocket(
     scope: Scope,
     receive: Receive,
     send: Send,
-    hop_by_hop: frozenset[bytes],
+    strip_hop_by_hop: Callable[[Headers], Headers],
 ) -> None:
     if (await receive())["type"] != "websocket.connect":
         return  # gone before the handshake
@@ -65,7 +66,7 @@ async def proxy_websocket(
             max_msg_size=MAX_MESSAGE,
         )
     except aiohttp.WSServerHandshakeError as exc:
-        await _refused(exc, scope, send, hop_by_hop)
+        await _refused(exc, scope, send, strip_hop_by_hop)
         return
     except aiohttp.ClientConnectorError as exc:
         raise BackendUnreachable(f"cannot connect to upstream: {exc}") from None
@@ -78,7 +79,7 @@ async def proxy_websocket(
             {
                 "type": "websocket.accept",
                 "subprotocol": ws.protocol,
-                "headers": _accept_headers(ws, hop_by_hop),
+                "headers": _accept_headers(ws, strip_hop_by_hop),
             }
         )
         await _relay(ws, receive, send)
@@ -86,27 +87,20 @@ async def proxy_websocket(
         await ws.close()
 
 
-def _accept_headers(ws: aiohttp.ClientWebSocketResponse, hop_by_hop: frozenset[bytes]) -> Headers:
+def _accept_headers(
+    ws: aiohttp.ClientWebSocketResponse, strip_hop_by_hop: Callable[[Headers], Headers]
+) -> Headers:
     """The upstream's 101 headers that are the app's own, not the connection's."""
     # aiohttp keeps the handshake's response only on this attribute (no public one).
-    raw = ws._response.raw_headers
-    named = {
-        token.strip().lower()
-        for name, value in raw
-        if name.lower() == b"connection"
-        for token in value.split(b",")
-    }
-    return [
-        (name.lower(), value)
-        for name, value in raw
-        if (low := name.lower()) not in hop_by_hop
-        and low not in named
-        and low not in _ACCEPT_DROPPED
-    ]
+    raw = [(name.lower(), value) for name, value in ws._response.raw_headers]
+    return [(n, v) for n, v in strip_hop_by_hop(raw) if n not in _ACCEPT_DROPPED]
 
 
 async def _refused(
-    exc: aiohttp.WSServerHandshakeError, scope: Scope, send: Send, hop_by_hop: frozenset[bytes]
+    exc: aiohttp.WSServerHandshakeError,
+    scope: Scope,
+    send: Send,
+    strip_hop_by_hop: Callable[[Headers], Headers],
 ) -> None:
     status = exc.status
     if status < 300:  # a 101 it could not accept, or a plain answer: no WebSocket there
@@ -116,7 +110,7 @@ async def _refused(
             (name.lower().encode("latin-1"), value.encode("latin-1"))
             for name, value in (exc.headers or {}).items()
         ]
-        kept = [(n, v) for n, v in headers if n not in hop_by_hop and n not in _REFUSAL_DROPPED]
+        kept = [(n, v) for n, v in strip_hop_by_hop(headers) if n not in _REFUSAL_DROPPED]
         kept.append((b"content-length", b"0"))
         await send({"type": "websocket.http.response.start", "status": status, "headers": kept})
         await send({"type": "websocket.http.response.body", "body": b"", "more_body": False})
