@@ -5,12 +5,18 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Flask 2.x beside the venv's Flask 3, for tests/test_flask2.py: teams' apps still run the
+# 2.x line, and the gateway must serve them. Put first on PYTHONPATH, it shadows Flask 3
+# and Werkzeug 3; their own dependencies (Jinja2, itsdangerous, click, blinker,
+# MarkupSafe) are the venv's, within what Flask 2.3 accepts.
+FLASK2 := $(VENV)/flask2
+FLASK2_STAMP := $(FLASK2)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
 .PHONY: install run test lint typecheck unit tools browser screenshots bench clean
 
-install: $(STAMP)
+install: $(STAMP) $(FLASK2_STAMP)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -18,6 +24,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps 'httpbin==0.10.4'
 	touch $(STAMP)
+
+$(FLASK2_STAMP): $(STAMP)
+	rm -rf $(FLASK2)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
+	  --target $(FLASK2) 'flask>=2.3,<3' 'werkzeug>=2.3,<3'
+	touch $(FLASK2_STAMP)
 
 run: install
 	$(BIN)/python -m legacy_flask.db
