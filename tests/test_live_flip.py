@@ -82,7 +82,7 @@ def check(samples: list[Sample], flips: list[Flip], end: float, log: str = "") -
         f"{len(failed)} failed requests of {len(samples)}, e.g. "
         f"{[(s.status, s.error) for s in failed[:3]]}"
     )
-    assert len(samples) > 500
+    assert len(samples) > 200, f"only {len(samples)} requests: the load did not run"
     for flip, following in zip(flips, [*flips[1:], None], strict=True):
         until = following.begun if following else end
         # Whole requests only: one sent just before the next flip may be served after it.
