@@ -37,9 +37,11 @@ def with_request_id(scope: Scope) -> tuple[str, Scope]:
     return request_id, scope
 
 
-# RFC 9110 5.1 (a token) and 5.5 (no CR, LF or NUL in a field value).
-_HEADER_NAME = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_BAD_VALUE = re.compile(rb"[\r\n\x00]")
+# RFC 9110 5.1: the characters of a token (a field name). The table maps each of them
+# to 1 and every other byte to 0.
+_TOKEN = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_TOKEN_TABLE = bytes(int(c in _TOKEN) for c in range(256))
+_CR, _LF, _NUL = 13, 10, 0  # ints: `int in bytes` is a plain byte search
 
 
 def start_problem(message: Message) -> str | None:
@@ -51,13 +53,21 @@ def start_problem(message: Message) -> str | None:
     status = message.get("status")
     if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
         return f"invalid status {status!r}"
+    # Every header of every response passes here: bytes methods, not a regex each.
     for header in message.get("headers", ()):
-        if not (isinstance(header, tuple | list) and len(header) == 2):
+        if not (isinstance(header, (tuple, list)) and len(header) == 2):
             return "a header that is not a (name, value) pair"
         name, value = header
         if not isinstance(name, bytes) or not isinstance(value, bytes):
             return f"a header that is not bytes ({type(name).__name__}, {type(value).__name__})"
-        if not _HEADER_NAME.match(name) or _BAD_VALUE.search(value):
+        # A name of token characters only; no CR, LF or NUL in a value (RFC 9110 5.5).
+        if (
+            not name
+            or 0 in name.translate(_TOKEN_TABLE)
+            or _CR in value
+            or _LF in value
+            or _NUL in value
+        ):
             return "a header with characters HTTP does not allow (CR, LF, NUL, or in its name)"
     return None
 
