@@ -299,7 +299,7 @@ async def _attempt(
     started = time.perf_counter()
     backend.active += 1
     if target.metrics is not None:
-        target.metrics.in_flight.inc()
+        target.metrics.add_in_flight(1)
     try:
         if exchange.cut is not None:
             pass  # a declared Content-Length past the limit: the backend never sees it
@@ -334,7 +334,7 @@ async def _attempt(
         exchange.deadline = None  # done with: a thread may still read the body or send
         backend.active -= 1
         if target.metrics is not None:
-            target.metrics.in_flight.dec()
+            target.metrics.add_in_flight(-1)
     if exchange.cut is not None:
         exchange.failure = None  # whatever the app made of the cut body
         exchange.discard()

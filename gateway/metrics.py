@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import re
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -60,12 +61,26 @@ Weights = Callable[[], Iterable[tuple[str, str, float]]]
 
 
 class RouteMetrics:
-    """The label children one (route, backend) pair writes to, resolved up front."""
+    """The label children one (route, backend) pair writes to, resolved up front.
+
+    A request writes through prometheus-client's value objects of those children,
+    bound here once: the public `inc()` and `observe()` check on every call what
+    cannot change after a child exists (that it has its labels, that the amount is
+    positive), and the histogram finds its bucket in a Python loop. The values are
+    the same ones the public methods write, so a scrape sees the same figures.
+    These are internals: pyproject.toml bounds prometheus-client's version so that
+    a release that changes them fails the install, not production (tests/test_metrics.py
+    reads the figures back through the exposition).
+    """
 
     __slots__ = (
+        "_bounds",
+        "_buckets",
         "_by_status",
         "_fallbacks",
         "_requests",
+        "_sum",
+        "add_in_flight",
         "backend",
         "duration",
         "errors",
@@ -79,8 +94,14 @@ class RouteMetrics:
         self._requests = metrics.requests
         self._fallbacks = metrics.fallbacks
         self.duration = metrics.duration.labels(route, backend)
+        self._bounds = self.duration._upper_bounds
+        self._buckets = [bucket.inc for bucket in self.duration._buckets]
+        self._sum = self.duration._sum.inc
         self.in_flight = metrics.in_flight.labels(backend)
-        self._by_status: dict[tuple[str, int], Counter] = {}
+        # add_in_flight(1) when a request starts, add_in_flight(-1) when it ends.
+        self.add_in_flight: Callable[[float], None] = self.in_flight._value.inc
+        # inc(amount) of the requests counter's child, per (method, status) seen.
+        self._by_status: dict[tuple[str, int], Callable[[float], None]] = {}
         # Created up front, so that the first failure of a kind is a visible increase.
         self.errors = {
             kind: metrics.backend_errors.labels(route, backend, kind) for kind in FAILURE_KINDS
@@ -91,13 +112,15 @@ class RouteMetrics:
         self._fallbacks.labels(self.route, source, self.backend).inc()
 
     def observe(self, method: str, status: int, seconds: float) -> None:
-        child = self._by_status.get((method, status))
-        if child is None:
+        inc = self._by_status.get((method, status))
+        if inc is None:
             label = method if method in _METHODS else "OTHER"
             child = self._requests.labels(self.route, self.backend, label, str(status))
-            self._by_status[(method, status)] = child
-        child.inc()
-        self.duration.observe(seconds)
+            inc = self._by_status[(method, status)] = child._value.inc
+        inc(1)
+        self._sum(seconds)
+        # The first bucket whose upper bound is at least `seconds` (the last is +Inf).
+        self._buckets[bisect_left(self._bounds, seconds)](1)
 
 
 class Metrics:

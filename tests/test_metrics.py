@@ -8,10 +8,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from gateway.app import Gateway
+from gateway.metrics import BUCKETS, Metrics
 from gateway.settings import Settings
 from tests import apps
 from tests.harness import ThreadServer, free_port, gateway_client, write_routes
@@ -185,3 +187,37 @@ def test_requests_are_answered_while_a_scrape_renders(routes: Path) -> None:
         scrape.join(15)
         metrics = httpx.get(server.url + "/-/metrics", timeout=5).text
     assert 'route="new.echo"' in metrics
+
+
+def test_durations_fall_in_the_buckets_prometheus_client_puts_them_in() -> None:
+    """The request path writes the histogram's values itself (RouteMetrics): a scrape
+    shows what prometheus-client's own `observe()` gives, bounds included (`le` is <=)."""
+    durations = [0.0, 0.0005, 0.001, 0.0010001, 0.0999, 0.1, 0.7, 2.5, 10.0, 10.5, 3600.0]
+    metrics = Metrics()
+    route = metrics.for_route("r", "new")
+    registry = CollectorRegistry()
+    labels = ["route", "backend"]
+    name = "gateway_request_duration_seconds"
+    reference = Histogram(name, "reference", labels, buckets=BUCKETS, registry=registry)
+    for seconds in durations:
+        route.observe("GET", 200, seconds)
+        reference.labels("r", "new").observe(seconds)
+    route.add_in_flight(1)
+    route.add_in_flight(1)
+    route.add_in_flight(-1)
+
+    def histogram(text: bytes) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text.decode())
+            if family.name == name
+            for s in family.samples
+        }
+
+    ours = histogram(metrics.render()[0])
+    assert ours == histogram(generate_latest(registry))
+    at_1ms = frozenset({("route", "r"), ("backend", "new"), ("le", "0.001")})
+    assert ours[(f"{name}_bucket", at_1ms)] == 3
+    body = metrics.render()[0].decode()
+    assert 'gateway_requests_total{backend="new",code="200",method="GET",route="r"} 11.0' in body
+    assert 'gateway_requests_in_flight{backend="new"} 1.0' in body
