@@ -170,7 +170,8 @@ class _Exchange:
             self.client_waited(False)
 
     async def _take(self, message: Message) -> None:
-        if self.cut is not None:
+        # Without a body there is no guard, and no property to call per message.
+        if self.guard is not None and self.cut is not None:
             return  # the app's reaction to a body the gateway cut: the gateway answers
         kind = message["type"]
         if self.capture is not None:
@@ -258,10 +259,11 @@ async def serve(route: Route, scope: Scope, receive: Receive, send: Send) -> Non
     exchange = await _attempt(
         todo.target, scope, receive, send, request_id, capture, client, todo.fallback is not None
     )
-    if exchange.outcome in (Outcome.ANSWERED, Outcome.FAILED) and todo.rollback is not None:
+    # Policies first in these tests: a plain route's request skips the outcome.
+    if todo.rollback is not None and exchange.outcome in (Outcome.ANSWERED, Outcome.FAILED):
         todo.rollback.record(exchange.outcome is Outcome.FAILED)
     fallback = todo.fallback
-    if exchange.outcome is Outcome.FAILED and fallback is not None and not exchange.sent:
+    if fallback is not None and exchange.outcome is Outcome.FAILED and not exchange.sent:
         replay = recorder.replay() if recorder is not None else None
         if replay is not None:
             _log_fallback(route, exchange, fallback, request_id)
@@ -272,10 +274,11 @@ async def serve(route: Route, scope: Scope, receive: Receive, send: Send) -> Non
     await _finish(route, scope, exchange, request_id)
     # Compare only what the target itself answered (a 5xx included), not a failure,
     # a fallback's answer or an abandoned request.
-    answered = exchange.outcome in (Outcome.ANSWERED, Outcome.FAILED) and exchange.failure is None
     shadower = todo.shadower
-    if shadower and capture and recorder and answered and exchange.target is todo.target:
-        shadower.submit(scope, recorder.body(scope), capture)
+    if shadower and capture and recorder and exchange.target is todo.target:
+        answered = exchange.outcome in (Outcome.ANSWERED, Outcome.FAILED)
+        if answered and exchange.failure is None:
+            shadower.submit(scope, recorder.body(scope), capture)
 
 
 async def _attempt(
