@@ -63,10 +63,11 @@ class ASGIBackend:
             self._lifespan = None
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        # The app's own awaitable, not a coroutine of this class awaiting it: a frame
-        # less that every suspension of the request would resume (13 for a FastAPI
-        # endpoint run in a thread).
-        return self.call(scope, receive, send, self.request_state())
+        # What `call` does with `request_state()`, spelled out: this runs on every
+        # request. And the app's own awaitable, not a coroutine of this class awaiting
+        # it: a frame less that every suspension of the request would resume (13 for
+        # a FastAPI endpoint run in a thread).
+        return self.app({**scope, "state": self.state.copy()}, receive, send)
 
     def request_state(self) -> dict[str, Any]:
         """A request's `state`: like a server, a copy of what the lifespan set up."""
