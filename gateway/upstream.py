@@ -205,9 +205,16 @@ class HTTPBackend:
             response.release()
 
     async def _relay(self, response: aiohttp.ClientResponse, send: Send) -> None:
+        content = response.content
         try:
-            async for chunk in response.content.iter_any():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            async for chunk in content.iter_any():
+                # A chunk that leaves the upstream's body at its end ends the answer too
+                # (one message through the gateway and the server instead of two, for
+                # most answers); otherwise an empty last message does, below.
+                last = content.at_eof()
+                await send({"type": "http.response.body", "body": chunk, "more_body": not last})
+                if last:
+                    return
         except aiohttp.ClientError as exc:
             # Headers are gone already; returning without the final message makes
             # the server drop the connection, so the client sees the truncation.
