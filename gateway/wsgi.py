@@ -113,13 +113,20 @@ class WSGIBackend:
     async def _take(self) -> _OneJob:
         """A free thread of the pool, waited for at most `wait` seconds, else
         `BackendBusy`: the job that runs on it and frees it when it ends."""
-        assert self._free is not None, "started"
-        try:
-            async with asyncio.timeout(self.wait):
-                await self._free.acquire()
-        except TimeoutError:
-            raise BackendBusy(f"no free thread of {self.threads} within {self.wait:g}s") from None
-        return _OneJob(self.executor, self._free.release, asyncio.get_running_loop())
+        free = self._free
+        assert free is not None, "started"
+        if not free.locked():
+            # A thread is free: acquire() returns without waiting, so no clock to set up
+            # (a timer armed and cancelled on every request otherwise).
+            await free.acquire()
+        else:
+            try:
+                async with asyncio.timeout(self.wait):
+                    await free.acquire()
+            except TimeoutError:
+                reason = f"no free thread of {self.threads} within {self.wait:g}s"
+                raise BackendBusy(reason) from None
+        return _OneJob(self.executor, free.release, asyncio.get_running_loop())
 
     def _drain(self, queue: asyncio.Queue[Any], job: _OneJob) -> None:
         """The gateway stopped waiting (a timeout) while the app still runs: take what
