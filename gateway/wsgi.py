@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -101,14 +102,20 @@ class WSGIBackend:
         finally:
             if not job.submitted:
                 job.release()
-            elif not job.done:
+            elif not job.finish():
                 self._drain(responder.send_queue, job)
 
     async def run(self, fn: Callable[..., T], /, *args: Any) -> T:
         """`fn(*args)` on one of the app's threads, taken as a request takes one
         (`gateway.session` opens and saves the app's sessions with it)."""
         job = await self._take()
-        return await asyncio.wrap_future(job.submit(fn, *args))
+        try:
+            return await asyncio.wrap_future(job.submit(fn, *args))
+        finally:
+            if not job.submitted:
+                job.release()
+            else:
+                job.finish()
 
     async def _take(self) -> _OneJob:
         """A free thread of the pool, waited for at most `wait` seconds, else
@@ -146,7 +153,13 @@ class WSGIBackend:
 
 class _OneJob:
     """The executor a2wsgi is given for one request: it runs the request's one job on
-    the backend's pool and frees the thread (`release`, in the loop) when it ends."""
+    the backend's pool, and frees the thread (`release`, in the loop) once both the
+    app has returned on it and the caller is done waiting for it.
+
+    Usually the caller's wait ends with the app's return: `finish()` frees the thread
+    then and there. When the caller stopped waiting first (a timeout), the thread
+    frees itself when the app returns, through the loop. (Freeing always from the
+    thread cost every request a wake-up of the loop from another thread.)"""
 
     def __init__(
         self, pool: ThreadPoolExecutor, release: Callable[[], None], loop: asyncio.AbstractEventLoop
@@ -155,7 +168,9 @@ class _OneJob:
         self.release = release
         self.loop = loop
         self.submitted = False
-        self.done = False  # the app returned on its thread
+        self.done = False  # the app returned on its thread (or never will run)
+        self._abandoned = False  # the caller stopped waiting before that
+        self._lock = threading.Lock()  # done and abandoned are decided together
 
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
         def run() -> Any:
@@ -167,14 +182,27 @@ class _OneJob:
         future = self.pool.submit(run)
         self.submitted = True
         # Cancelled before a thread took it up (its caller was cancelled): `run` never
-        # runs, so the thread is given back here.
+        # runs, so it ends here.
         future.add_done_callback(lambda f: self._end() if f.cancelled() else None)
         return future
 
+    def finish(self) -> bool:
+        """In the loop, once the caller is done waiting: free the thread if the app has
+        returned (True); else leave that to the thread (False)."""
+        with self._lock:
+            if not self.done:
+                self._abandoned = True
+                return False
+        self.release()
+        return True
+
     def _end(self) -> None:
-        self.done = True
-        with contextlib.suppress(RuntimeError):  # the loop closed: nothing to free
-            self.loop.call_soon_threadsafe(self.release)
+        with self._lock:
+            self.done = True
+            abandoned = self._abandoned
+        if abandoned:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nothing to free
+                self.loop.call_soon_threadsafe(self.release)
 
 
 def _input_terminated(app: WSGIApp) -> WSGIApp:
