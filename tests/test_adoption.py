@@ -31,6 +31,10 @@ def broken():
     raise RuntimeError("no database configured")
 
 not_a_factory = 42
+
+def plain(environ, start_response, *rest):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"plain"]
 """
 
 SERVICE = """\
@@ -108,6 +112,26 @@ def test_check_refuses_a_factory_that_is_not_callable(tmp_path: Path) -> None:
     routes.write_text(TABLE.replace("create_app()", "create_app(1)"))
     done = _gateway("check", str(routes), cwd=tmp_path)
     assert "is not an import path; write it as 'package.module:app'" in done.stderr
+
+
+def test_check_refuses_a_factory_named_without_its_call(tmp_path: Path) -> None:
+    """`create_app` for `create_app()` would pass and then fail every request."""
+    routes = _project(tmp_path / "team")
+    routes.write_text(TABLE.replace("create_app()", "create_app").replace("build()", "build"))
+    done = _gateway("check", str(routes), cwd=tmp_path)
+    assert done.returncode == 1
+    assert (
+        "'shop:create_app' is a function that does not take an app's arguments "
+        "(environ, start_response); if it makes the app, write 'shop:create_app()'"
+    ) in done.stderr
+    assert (
+        "'svc.main:build' is a function that does not take an app's arguments "
+        "(scope, receive, send); if it makes the app, write 'svc.main:build()'"
+    ) in done.stderr
+    assert not (tmp_path / "team" / "calls.log").exists()
+    routes.write_text(TABLE.replace("create_app()", "plain"))  # a function that is the app
+    done = _gateway("check", str(routes), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
 
 
 def test_each_worker_calls_the_factories_once_at_startup(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,7 @@ def parse_config(
     if resolve_imports and config is not None:
         for spec in config.backends:
             if spec.kind != "url":
-                error = check_import(spec.target)
+                error = check_import(spec.target, spec.kind)
             elif spec.target.startswith("https://"):
                 error = tls.check(spec.tls)
                 error = error and f"backend {spec.name!r}: {error}"
@@ -121,9 +122,10 @@ def _imported(target: str) -> Any:
     return obj
 
 
-def check_import(target: str) -> str | None:
-    """Say in plain words why `target` cannot be imported, or None if it can. A factory
-    is imported and must be callable, but is not called: that is for each worker."""
+def check_import(target: str, kind: str) -> str | None:
+    """Say in plain words why `target` (a `kind` app: wsgi or asgi) cannot be imported,
+    or None if it can. A factory is imported and must be callable, but is not called:
+    that is for each worker."""
     factory = is_factory(target)
     module_name, _, attr_path = target.removesuffix("()").partition(":")
     try:
@@ -153,4 +155,27 @@ def check_import(target: str) -> str | None:
         if factory:
             return f"{target!r}: {attr_path!r} is not a factory (it is not callable)"
         return f"{target!r} is not an application (it is not callable)"
+    if not factory and _takes_no_call(obj, len(_APP_ARGUMENTS[kind])):
+        # A factory named without its "()" would otherwise pass and fail every request.
+        return (
+            f"{target!r} is a function that does not take an app's arguments "
+            f"({', '.join(_APP_ARGUMENTS[kind])}); if it makes the app, write {target + '()'!r}"
+        )
     return None
+
+
+_APP_ARGUMENTS = {"wsgi": ("environ", "start_response"), "asgi": ("scope", "receive", "send")}
+
+
+def _takes_no_call(obj: Any, arguments: int) -> bool:
+    """True for a plain function that cannot take an app's positional arguments. Other
+    callables (a Flask app, a class instance, a partial) are not judged."""
+    if not inspect.isfunction(obj):
+        return False
+    try:
+        inspect.signature(obj).bind(*range(arguments))
+    except TypeError:
+        return True
+    except ValueError:  # no signature to read
+        return False
+    return False
