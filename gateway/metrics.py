@@ -52,8 +52,9 @@ from gateway.shadow import RESULTS as SHADOW_RESULTS
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # The method label: every method a route may list but TRACE and CONNECT (seldom
-# seen, counted as OTHER with anything else a client sends).
-_METHODS = HTTP_METHODS - {"TRACE", "CONNECT"}
+# seen, counted as OTHER with anything else a client sends), and WEBSOCKET for a
+# WebSocket (the inventory's name for one).
+_METHODS = (HTTP_METHODS - {"TRACE", "CONNECT"}) | {"WEBSOCKET"}
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
 

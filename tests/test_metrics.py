@@ -41,6 +41,7 @@ default: legacy
 routes:
   - {{id: new.echo, path: "/new/{{p:path}}", backend: new}}
   - {{id: new.fail, path: /fail, backend: new}}
+  - {{id: new.ws, path: /ws, backend: new}}
   - {{id: slow.hang, path: /hang, backend: slow}}
   - {{id: remote.echo, path: "/remote/{{p:path}}", backend: remote}}
   - {{id: remote.hang, path: /remote-hang, backend: remote}}
@@ -75,6 +76,9 @@ def test_requests_are_counted_per_route_backend_method_and_code(routes: Path) ->
             assert client.get("/anything/else").status_code == 200
         assert client.put("/remote/x").status_code == 200
         assert client.request("PROPFIND", "/remote/y").status_code == 405
+        with client.websocket_connect("/ws") as ws:
+            ws.send_text("hi")
+            assert ws.receive_text() == "echo:hi"
         m = scrape(client)
     count = "gateway_requests_total"
     assert value(m, count, route="new.echo", backend="new", method="GET", code="200") == 3
@@ -83,6 +87,8 @@ def test_requests_are_counted_per_route_backend_method_and_code(routes: Path) ->
     assert value(m, count, route="remote.echo", backend="remote", method="PUT", code="200") == 1
     # Unusual methods share one label value: cardinality stays bounded.
     assert value(m, count, route="remote.echo", backend="remote", method="OTHER", code="405") == 1
+    # A WebSocket is labelled as one, not as an unusual method.
+    assert value(m, count, route="new.ws", backend="new", method="WEBSOCKET", code="101") == 1
     hist = "gateway_request_duration_seconds_count"
     assert value(m, hist, route="new.echo", backend="new") == 4
     assert value(m, hist, route="_default", backend="legacy") == 2
