@@ -251,6 +251,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(settings)
 
 
+def _file_arguments(command: argparse.ArgumentParser) -> None:
+    """The route file, as a word or as `--config` (the spelling of serve, flip and the rest)."""
+    command.add_argument("file", nargs="?", help="the route file (default: routes.yaml)")
+    command.add_argument("--config", help="the same, as the other commands spell it")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway",
@@ -259,12 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     check = sub.add_parser("check", help="validate a route file and list every problem")
-    check.add_argument("file", nargs="?", default=_default_config())
+    _file_arguments(check)
     check.add_argument("--strict", action="store_true", help="fail on warnings too")
     check.set_defaults(func=cmd_check)
 
     routes = sub.add_parser("routes", help="print the route table")
-    routes.add_argument("file", nargs="?", default=_default_config())
+    _file_arguments(routes)
     routes.add_argument("--json", action="store_true", help="print JSON instead of a table")
     routes.set_defaults(func=cmd_routes)
 
@@ -302,10 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, command in sub.choices.items():
         if name != "diff":  # every command that may import the apps (serve: its setting)
+            written = "the file it writes" if name == "init" else "the route file"
             command.add_argument(
                 "--app-dir",
                 metavar="DIR",
-                help="import the apps from DIR (default: the route file's directory)",
+                help=f"import the apps from DIR (default: the directory of {written})",
             )
 
     serve_p = sub.add_parser("serve", help="serve the gateway")
@@ -315,7 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if "file" in args:  # check, routes: the route file, given either way
+        if args.file and args.config and args.file != args.config:
+            parser.error(f"{args.command}: two route files given ({args.file}, {args.config})")
+        args.file = args.file or args.config or _default_config()
     if args.command != "serve":  # serve does it for itself and its workers (server.serve)
         config = getattr(args, "file", None) or getattr(args, "config", None)
         if args.command == "init":  # the file it writes: -o, else one saved right here

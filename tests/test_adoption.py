@@ -101,6 +101,22 @@ def test_app_dir_says_where_apps_are_when_not_beside_the_route_file(tmp_path: Pa
     assert done.returncode == 0, done.stderr
 
 
+def test_check_and_routes_take_the_route_file_as_serve_and_flip_do(tmp_path: Path) -> None:
+    """`--config FILE`, the spelling of serve, flip and inventory, or the file alone."""
+    routes = _project(tmp_path / "team")
+    done = _gateway("check", "--config", "team/routes.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("team/routes.yaml: OK (1 routes")
+    done = _gateway("routes", "--config", str(routes), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1].split() == ["svc", "*", "/svc", "new"]
+    done = _gateway("routes", str(routes), "--config", str(routes), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    done = _gateway("check", "team/routes.yaml", "--config", "other.yaml", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "check: two route files given (team/routes.yaml, other.yaml)" in done.stderr
+
+
 def test_check_refuses_a_factory_that_is_not_callable(tmp_path: Path) -> None:
     routes = _project(tmp_path / "team")
     routes.write_text(TABLE.replace("create_app()", "not_a_factory()"))
