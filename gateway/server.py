@@ -179,13 +179,28 @@ def _bind(config: Any, settings: Settings) -> list[socket.socket]:
 
     One app serves both; each request's `scope["server"]` says which socket it came in
     on, and the gateway serves only the admin API and metrics on the admin one."""
-    sockets = [config.bind_socket()]
+    sockets = [_bound(config, "traffic")]
     if settings.admin_address is not None:
         host, port = settings.admin_address
         admin = copy.copy(config)
         admin.host, admin.port = host, port
-        sockets.append(admin.bind_socket())
+        sockets.append(_bound(admin, "admin"))
     return sockets
+
+
+def _bound(config: Any, role: str) -> socket.socket:
+    """uvicorn logs the OS's reason ("Address already in use") and exits; say which
+    address, which with --admin-listen may be either of two."""
+    try:
+        sock: socket.socket = config.bind_socket()
+    except SystemExit:
+        print(
+            f"gateway serve: cannot listen on {config.host}:{config.port} ({role} port); "
+            "is another server running there?",
+            file=sys.stderr,
+        )
+        raise
+    return sock
 
 
 def _supervise(config: Any, sockets: list[socket.socket]) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,33 @@ def test_serve_exits_1_when_a_backend_fails_to_start(tmp_path: Path, workers: st
     )
     assert result.returncode == 1
     assert "backend 'new' failed to start: database unreachable" in result.stderr
+
+
+@pytest.mark.parametrize("taken", ["traffic", "admin"])
+def test_serve_names_the_address_it_cannot_listen_on(tmp_path: Path, taken: str) -> None:
+    path = tmp_path / "routes.yaml"
+    path.write_text("version: 1\nbackends:\n  new: {asgi: 'tests.apps:asgi'}\n")
+    with socket.socket() as other:  # another server, on the port the gateway wants
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        busy = other.getsockname()[1]
+        ports = {"traffic": free_port(), "admin": free_port()} | {taken: busy}
+        result = subprocess.run(
+            [
+                *(sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)),
+                *("--port", str(ports["traffic"])),
+                *("--admin-listen", f"127.0.0.1:{ports['admin']}"),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert (
+        f"gateway serve: cannot listen on 127.0.0.1:{busy} ({taken} port); "
+        "is another server running there?"
+    ) in result.stderr.splitlines()
 
 
 WORKER = """
