@@ -333,7 +333,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "init":  # the file it writes: -o, else one saved right here
             config = args.output or str(Path.cwd() / "routes.yaml")
         use_app_dirs(config, getattr(args, "app_dir", None))
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader left early (`gateway inventory | head`): no traceback, and nothing
+        # more written to the closed pipe when Python flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return code
 
 

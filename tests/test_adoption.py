@@ -117,6 +117,23 @@ def test_check_and_routes_take_the_route_file_as_serve_and_flip_do(tmp_path: Pat
     assert "check: two route files given (team/routes.yaml, other.yaml)" in done.stderr
 
 
+def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path: Path) -> None:
+    """`gateway routes | head -1`: the pipe closes before the table is written."""
+    routes = _project(tmp_path / "team")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write now fails with EPIPE
+    try:
+        command = [sys.executable, "-m", "gateway.cli", "routes", str(routes)]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        done = subprocess.run(
+            command, stdout=write_end, stderr=subprocess.PIPE, text=True, env=env, timeout=60
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1
+    assert done.stderr == ""
+
+
 def test_check_refuses_a_factory_that_is_not_callable(tmp_path: Path) -> None:
     routes = _project(tmp_path / "team")
     routes.write_text(TABLE.replace("create_app()", "not_a_factory()"))
