@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -218,15 +219,28 @@ class Settings:
     def load(cls, environ: Mapping[str, str] | None = None, **given: Any) -> Settings:
         """Defaults, then `GATEWAY_*` variables, then `given` (the command line).
 
-        Raises `ValueError` with one line naming the variable for a value it cannot read."""
+        Raises `ValueError` with one line naming the variable or flag of a value it
+        cannot read or that is out of range."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
+        origin: dict[str, str] = {}  # field name -> where its value came from
         for f in fields(cls):
             raw = env.get(env_name(f))
             if raw is not None:
                 values[f.name] = _reader(f)(raw, env_name(f))
+                # A secret's value never goes into a message (the store URL's password).
+                origin[f.name] = env_name(f) if f.name in _SECRET else f"{env_name(f)}={raw!r}"
         values.update(given)
-        return cls(**values)
+        for name, value in given.items():
+            flag = "--" + name.replace("_", "-")
+            origin[name] = flag if name in _SECRET else f"{flag} {value!r}"
+        try:
+            return cls(**values)
+        except ValueError as exc:
+            source = origin.get(_subject(str(exc)) or "")
+            if source is None:
+                raise
+            raise ValueError(f"{source}: {exc}") from None
 
     def to_env(self) -> dict[str, str]:
         """The variables that give a worker process these settings."""
@@ -248,6 +262,21 @@ def _address(text: str) -> tuple[str, int]:
             f"admin listen must be HOST:PORT with a port from 1 to 65535 (got {text!r})"
         )
     return host, int(port)
+
+
+_SECRET = frozenset({"admin_token", "store"})  # settings whose values are never shown
+
+
+def _subject(message: str) -> str | None:
+    """The setting a check's message is about: each message starts with the setting's
+    name in words ("workers must be...", "the store URL must..."); the longest wins."""
+    text = message.lower().replace("-", " ").removeprefix("the ")
+    named = [
+        f.name
+        for f in fields(Settings)
+        if re.match(re.escape(f.name.replace("_", " ")) + r"[ :]", text)
+    ]
+    return max(named, key=len, default=None)
 
 
 def env_name(f: Field[Any]) -> str:

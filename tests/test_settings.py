@@ -114,18 +114,19 @@ def test_admin_token_comes_from_the_environment_only() -> None:
             "gateway serve: GATEWAY_LOG_LEVEL='loud': expected one of critical, error, "
             "warning, info, debug",
         ),
-        ("GATEWAY_WORKERS", "0", "gateway serve: workers must be at least 1"),
+        ("GATEWAY_WORKERS", "0", "gateway serve: GATEWAY_WORKERS='0': workers must be at least 1"),
         (
             "GATEWAY_FORWARDED_ALLOW_IPS",
             "10.0.0.0/8, ingress",
-            "gateway serve: forwarded allow ips: 'ingress' is not an IP address or network; "
+            "gateway serve: GATEWAY_FORWARDED_ALLOW_IPS='10.0.0.0/8, ingress': "
+            "forwarded allow ips: 'ingress' is not an IP address or network; "
             "expected '*', or IP addresses and networks (10.0.0.0/8) separated by commas",
         ),
         (
             "GATEWAY_STORE",
             "http://:hunter2@redis.internal:6379",
-            "gateway serve: the store URL must start with redis://, rediss:// or unix:// "
-            "(got 'http://:***@redis.internal:6379')",
+            "gateway serve: GATEWAY_STORE: the store URL must start with redis://, "
+            "rediss:// or unix:// (got 'http://:***@redis.internal:6379')",
         ),
         (
             "GATEWAY_SHUTDOWN_DELAY",
@@ -148,3 +149,16 @@ def test_a_bad_environment_value_is_one_line_naming_it(
     assert result.returncode == 2
     assert result.stderr.splitlines() == [error]
     assert result.stdout == ""
+
+
+def test_a_flag_out_of_range_is_one_line_naming_the_flag() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve", "--workers", "0"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["gateway serve: --workers 0: workers must be at least 1"]
