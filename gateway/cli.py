@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if "file" in args:  # check, routes: the route file, given either way
+    if "file" in args and "config" in args:  # check, routes: the route file, either way
         if args.file and args.config and args.file != args.config:
             parser.error(f"{args.command}: two route files given ({args.file}, {args.config})")
         args.file = args.file or args.config or _default_config()

@@ -90,8 +90,14 @@ def test_flip_through_a_symlink_edits_the_target(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["flip", "books.nope", "new"], "unknown route 'books.nope'; nothing was changed"),
-        (["flip", "books.get", "newer"], "unknown backend 'newer'; use one of: legacy, new;"),
+        (
+            ["flip", "zzz", "new"],
+            "unknown route 'zzz' (use one of: books.create, books.get, books.list); "
+            "nothing was changed",
+        ),
+        (["flip", "books.gte", "new"], "unknown route 'books.gte' (did you mean 'books.get'?);"),
+        (["flip", "books.get", "newer"], "unknown backend 'newer' (did you mean 'new'?);"),
+        (["flip", "books.get", "redis"], "unknown backend 'redis' (use one of: legacy, new);"),
         (["flip", "--all", "gone"], "unknown backend 'gone'"),
     ],
 )
@@ -177,12 +183,17 @@ def test_put_route_persists_and_applies_at_once(routes: Path) -> None:
 @pytest.mark.parametrize(
     ("path", "body", "status", "error"),
     [
-        ("/-/routes/books.nope", {"backend": "new"}, 404, "unknown route 'books.nope'"),
+        (
+            "/-/routes/books.nope",
+            {"backend": "new"},
+            404,
+            "unknown route 'books.nope' (did you mean 'books.get'?)",
+        ),
         (
             "/-/routes/books.get",
             {"backend": "newer"},
             422,
-            "unknown backend 'newer'; use one of: legacy, new",
+            "unknown backend 'newer' (did you mean 'new'?)",
         ),
         (
             "/-/routes/books.get",

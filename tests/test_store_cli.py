@@ -182,7 +182,7 @@ def test_flip_and_canary_with_store_edit_the_store(
     assert gateway("flip", "a", "new", *store) == 0
     assert capsys.readouterr().out == f"{shown}: a already on new; nothing to change\n"
     assert gateway("flip", "nope", "new", *store) == 1
-    assert "unknown route 'nope'; nothing was changed" in capsys.readouterr().err
+    assert "unknown route 'nope' (use one of: a, b); nothing was changed" in capsys.readouterr().err
     assert gateway("canary", "a", "12.5", "--backend", "legacy", *store) == 0
     assert capsys.readouterr().out == f"{shown}: a canary set at 12.5% to legacy\n"
     assert gateway("pull", *store) == 0

@@ -21,6 +21,7 @@ import yaml
 
 from gateway.routefile.loading import parse_config
 from gateway.routefile.model import GatewayConfig, RouteSpec
+from gateway.routefile.nodes import hint
 
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]*$")
 
@@ -128,15 +129,16 @@ def _edit(make: Callable[[GatewayConfig, dict[str, yaml.MappingNode]], Splices])
 
 def _known_backend(config: GatewayConfig, backend: str) -> None:
     if backend not in {b.name for b in config.backends}:
-        names = ", ".join(b.name for b in config.backends)
-        raise EditError(f"unknown backend {backend!r}; use one of: {names}", status=422)
+        names = (b.name for b in config.backends)
+        raise EditError(f"unknown backend {backend!r} ({hint(backend, names)})", status=422)
 
 
 def _known_route(config: GatewayConfig, route_id: str) -> RouteSpec:
     try:
         return config.route(route_id)
     except KeyError:
-        raise EditError(f"unknown route {route_id!r}") from None
+        names = (r.id for r in config.routes)
+        raise EditError(f"unknown route {route_id!r} ({hint(route_id, names)})") from None
 
 
 def _field(node: yaml.MappingNode, key: str) -> yaml.Node:
