@@ -11,12 +11,18 @@ STAMP  := $(VENV)/.installed
 # MarkupSafe) are the venv's, within what Flask 2.3 accepts.
 FLASK2 := $(VENV)/flask2
 FLASK2_STAMP := $(FLASK2)/.installed
+# The oldest FastAPI and Starlette the gateway supports (pyproject.toml's lower bound),
+# for tests/test_fastapi_old.py: the gateway imports Starlette itself, and must run on
+# the team's. FastAPI 0.100's own dependencies (Pydantic 2, typing-extensions) are the
+# venv's.
+FASTAPI_OLD := $(VENV)/fastapi-old
+FASTAPI_OLD_STAMP := $(FASTAPI_OLD)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
 .PHONY: install run test lint typecheck unit tools browser screenshots bench clean
 
-install: $(STAMP) $(FLASK2_STAMP)
+install: $(STAMP) $(FLASK2_STAMP) $(FASTAPI_OLD_STAMP)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -30,6 +36,12 @@ $(FLASK2_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
 	  --target $(FLASK2) 'flask>=2.3,<3' 'werkzeug>=2.3,<3'
 	touch $(FLASK2_STAMP)
+
+$(FASTAPI_OLD_STAMP): $(STAMP)
+	rm -rf $(FASTAPI_OLD)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
+	  --target $(FASTAPI_OLD) 'fastapi==0.100.*' 'starlette==0.27.*'
+	touch $(FASTAPI_OLD_STAMP)
 
 run: install
 	$(BIN)/python -m legacy_flask.db
