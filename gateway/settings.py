@@ -233,7 +233,8 @@ class Settings:
         values.update(given)
         for name, value in given.items():
             flag = "--" + name.replace("_", "-")
-            origin[name] = flag if name in _SECRET else f"{flag} {value!r}"
+            shown = f"{value:g}" if isinstance(value, float) else repr(value)
+            origin[name] = flag if name in _SECRET else f"{flag} {shown}"
         try:
             return cls(**values)
         except ValueError as exc:

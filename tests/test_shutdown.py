@@ -192,12 +192,15 @@ def run_serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
         (
             ("--shutdown-delay", "-1"),
             {},
-            "gateway serve: shutdown delay must be between 0 and 3600 seconds",
+            "gateway serve: --shutdown-delay -1: shutdown delay must be between 0 and 3600 seconds",
         ),
         (
             (),
             {"GATEWAY_GRACEFUL_TIMEOUT": "nan"},
-            "gateway serve: graceful timeout must be between 0 and 3600 seconds",
+            (
+                "gateway serve: GATEWAY_GRACEFUL_TIMEOUT='nan': "
+                "graceful timeout must be between 0 and 3600 seconds"
+            ),
         ),
     ],
 )
