@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -33,7 +34,7 @@ from typing import Any
 from gateway import upstream
 from gateway.admin import Admin, is_loopback
 from gateway.backends import BackendPool
-from gateway.concurrency import ConcurrencyLimit
+from gateway.concurrency import refuse_overloaded
 from gateway.console import Sampler
 from gateway.control import ControlPlane
 from gateway.dispatch import serve
@@ -106,6 +107,13 @@ class Gateway:
             exposed=exposed,
         )
         self._reserved = settings.reserved
+        # Requests in flight, and their bound (`--limit-concurrency`, set by the worker's
+        # factory; `gateway.concurrency`); the health probes are never refused.
+        self.in_flight = 0
+        self.max_in_flight: float = math.inf
+        self._never_refused = frozenset(
+            settings.admin_prefix + name for name in ("healthz", "readyz")
+        )
         self._proxies = TrustedProxies(settings.forwarded_allow_ips)
         self._prefix_bare = settings.admin_prefix.rstrip("/")
         self._pool: BackendPool | None = None
@@ -128,47 +136,57 @@ class Gateway:
         if kind == "lifespan":
             await self._lifespan(receive, send)
             return
-        # Before anything reads the client: from here on it is the one a trusted proxy
-        # names (logs, canaries, apps), the socket's peer is kept for the admin API.
-        self._proxies.resolve(scope)
-        if self.draining and kind == "http":
-            send = _closing(send)
-        as_sent: str = scope["path"]
-        path = canonical(as_sent)
-        on_admin_listener = self._admin_port is None or _local_port(scope) == self._admin_port
-        if self._reserved.holds(path, as_sent):
-            if not on_admin_listener:
-                message = {"error": "the admin API and metrics are on the admin listener"}
+        # The count is kept here, not in a wrapper: a wrapper's frame would be resumed at
+        # every suspension of every request.
+        if self.in_flight >= self.max_in_flight and scope["path"] not in self._never_refused:
+            await refuse_overloaded(scope, send)
+            return
+        self.in_flight += 1
+        try:
+            # Before anything reads the client: from here on it is the one a trusted
+            # proxy names (logs, canaries, apps), the socket's peer is kept for the admin.
+            self._proxies.resolve(scope)
+            if self.draining and kind == "http":
+                send = _closing(send)
+            as_sent: str = scope["path"]
+            path = canonical(as_sent)
+            on_admin_listener = self._admin_port is None or _local_port(scope) == self._admin_port
+            if self._reserved.holds(path, as_sent):
+                await self._serve_own(scope, receive, send, path, on_admin_listener)
+                return
+            if self._admin_port is not None and on_admin_listener:
+                message = {"error": "this listener serves the admin API and metrics only"}
                 await self._refuse(scope, send, message)
-            elif path == self._reserved.metrics and kind == "http":  # under the prefix
-                await self._serve_metrics(send)
-            elif self._reserved.is_admin(path):
-                sub_path = path[len(self._prefix_bare) :]
-                await self.admin(scope, receive, own_answer(scope, send), sub_path)
-            else:  # spelled under the prefix, climbing out of it with '..'
-                await self._refuse(scope, send, {"error": "no such admin endpoint"})
-            return
-        if self._admin_port is not None and on_admin_listener:
-            message = {"error": "this listener serves the admin API and metrics only"}
-            await self._refuse(scope, send, message)
-            return
-        table = self.control.table
-        # Matched on the canonical path; the backend gets the path as the client sent it.
-        route = table.match(scope.get("method", "GET"), path) if table else None
-        if route is not None:
+                return
+            table = self.control.table
+            # Matched on the canonical path; the backend gets the path as the client sent it.
+            route = table.match(scope.get("method", "GET"), path) if table else None
+            if route is None:
+                await _unrouted(scope, send, table)
+                return
             try:
                 await serve(route, scope, receive, send)
             except asyncio.CancelledError:
                 if not self.draining or kind != "http":
                     raise
                 await _end_cut_short(send)
-        elif kind == "websocket":
-            await send({"type": "websocket.close", "code": 1000})
-        elif table is None:
-            await send_json(own_answer(scope, send), 503, {"error": "no route table yet"})
-        else:
-            message = {"error": "no route matches this request and there is no default"}
-            await send_json(own_answer(scope, send), 404, message)
+        finally:
+            self.in_flight -= 1
+
+    async def _serve_own(
+        self, scope: Scope, receive: Receive, send: Send, path: str, on_admin_listener: bool
+    ) -> None:
+        """A path the gateway keeps for itself: the admin API and the metrics."""
+        if not on_admin_listener:
+            message = {"error": "the admin API and metrics are on the admin listener"}
+            await self._refuse(scope, send, message)
+        elif path == self._reserved.metrics and scope["type"] == "http":  # under the prefix
+            await self._serve_metrics(send)
+        elif self._reserved.is_admin(path):
+            sub_path = path[len(self._prefix_bare) :]
+            await self.admin(scope, receive, own_answer(scope, send), sub_path)
+        else:  # spelled under the prefix, climbing out of it with '..'
+            await self._refuse(scope, send, {"error": "no such admin endpoint"})
 
     async def _refuse(self, scope: Scope, send: Send, message: dict[str, str]) -> None:
         if scope["type"] == "websocket":
@@ -333,6 +351,16 @@ async def _end_cut_short(send: Send) -> None:
         await send_json(send, 503, {"error": "the gateway shut down before the answer came"})
 
 
+async def _unrouted(scope: Scope, send: Send, table: RouteTable | None) -> None:
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1000})
+    elif table is None:
+        await send_json(own_answer(scope, send), 503, {"error": "no route table yet"})
+    else:
+        message = {"error": "no route matches this request and there is no default"}
+        await send_json(own_answer(scope, send), 404, message)
+
+
 def _local_port(scope: Scope) -> int | None:
     server = scope.get("server")
     return server[1] if server else None
@@ -348,7 +376,6 @@ def create_app_from_env() -> ASGIApp:
     if settings.app_dir and settings.app_dir not in sys.path:
         sys.path.insert(0, settings.app_dir)
     gateway = Gateway(settings)
-    if not settings.limit_concurrency:
-        return gateway
-    probes = frozenset(settings.admin_prefix + name for name in ("healthz", "readyz"))
-    return ConcurrencyLimit(gateway, settings.limit_concurrency, probes)
+    if settings.limit_concurrency:
+        gateway.max_in_flight = settings.limit_concurrency
+    return gateway
