@@ -5,8 +5,9 @@ request alone (no I/O): the target (the primary, or the canary for this
 request), the fallback that may replay it, the shadower that may copy it, the
 rollback watch its answer counts towards. `serve()` carries the plan out: it
 calls the target, replays on the fallback if the target failed before anything
-reached the client, delivers the answer (or the gateway's JSON error, with the
-request id), and hands the exchange to the shadower.
+reached the client, has the answer delivered (`gateway.answer`: the backend's,
+or the gateway's JSON error with the request id), and hands the exchange to the
+shadower.
 
 Each backend call answers through an `Exchange` (`gateway.exchange`), which
 keeps its clock (`timeout` to the start of the answer, `read_timeout` between
@@ -27,21 +28,19 @@ held.
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
+from gateway.answer import deliver, log_fallback
 from gateway.bodies import BodyGuard, BodyRecorder, Captured
 from gateway.errors import BackendError, BackendFailure
 from gateway.exchange import Exchange, Outcome
-from gateway.http import has_body, send_json, with_request_id
+from gateway.http import has_body, with_request_id
 from gateway.routefile.model import IDEMPOTENT_METHODS
-from gateway.table import Plan, Route, Target
+from gateway.table import Plan, Route
 from gateway.types import Receive, Scope, Send
-
-log = logging.getLogger("gateway.dispatch")
 
 CLIENT_CLOSED = 499  # the status counted when the client left first (as nginx logs it)
 
@@ -85,9 +84,22 @@ async def serve(route: Route, scope: Scope, receive: Receive, send: Send) -> Non
             await recorder.preload()
         receive = recorder.receive
     capture = Captured() if todo.shadower is not None else None
-    exchange = await _attempt(
-        todo.target, scope, receive, send, request_id, capture, client, todo.fallback is not None
-    )
+    # The first call inline, not through `_attempt`: a coroutine frame less to resume
+    # at every suspension of the request.
+    exchange = Exchange(todo.target, send, request_id, capture, client, todo.fallback is not None)
+    started = _open(exchange)
+    try:
+        call = _call(exchange, scope, receive)
+        if call is not None:
+            await call
+        if not exchange.status and exchange.cut is None:
+            raise BackendError("the backend returned without a response")
+    except BaseException as exc:
+        if not _failed(exchange, exc):
+            raise
+    finally:
+        _close(exchange)
+    _settle(exchange, scope, started)
     # Policies first in these tests: a plain route's request skips the outcome.
     if todo.rollback is not None and exchange.outcome in (Outcome.ANSWERED, Outcome.FAILED):
         todo.rollback.record(exchange.outcome is Outcome.FAILED)
@@ -95,12 +107,12 @@ async def serve(route: Route, scope: Scope, receive: Receive, send: Send) -> Non
     if fallback is not None and exchange.outcome is Outcome.FAILED and not exchange.sent:
         replay = recorder.replay() if recorder is not None else None
         if replay is not None:
-            _log_fallback(route, exchange, fallback, request_id)
+            log_fallback(route, exchange, fallback, request_id)
             exchange.discard()
-            exchange = await _attempt(
-                fallback, scope, replay, send, request_id, client=client, replaces=exchange
-            )
-    await _finish(route, scope, exchange, request_id)
+            replaced = exchange
+            exchange = Exchange(fallback, send, request_id, guard=client)
+            await _attempt(exchange, scope, replay, replaced)
+    await deliver(route, scope, exchange, request_id)
     # Compare only what the target itself answered (a 5xx included), not a failure,
     # a fallback's answer or an abandoned request.
     shadower = todo.shadower
@@ -111,59 +123,88 @@ async def serve(route: Route, scope: Scope, receive: Receive, send: Send) -> Non
 
 
 async def _attempt(
-    target: Target,
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-    request_id: str,
-    capture: Captured | None = None,
-    client: BodyGuard | None = None,
-    hold: bool = False,
-    replaces: Exchange | None = None,
-) -> Exchange:
-    """Call one backend. With `hold`, a 5xx answer stays held: the caller decides
-    whether it reaches the client (or a fallback's instead)."""
-    exchange = Exchange(target, send, request_id, capture, client, hold)
-    if client is not None:
-        client.waiting = exchange.client_waited
-    backend = target.backend
+    exchange: Exchange, scope: Scope, receive: Receive, replaces: Exchange | None
+) -> None:
+    """Call one backend (the fallback's replay): as `serve` calls the target."""
+    started = _open(exchange)
+    try:
+        call = _call(exchange, scope, receive)
+        if call is not None:
+            await call
+        if not exchange.status and exchange.cut is None:
+            raise BackendError("the backend returned without a response")
+    except BaseException as exc:
+        if not _failed(exchange, exc):
+            raise
+    finally:
+        _close(exchange)
+    _settle(exchange, scope, started, replaces)
+
+
+def _open(exchange: Exchange) -> float:
+    """Start one backend call: count it in flight, start its clock. When it started."""
     started = time.perf_counter()
-    backend.active += 1
+    target = exchange.target
+    if exchange.guard is not None:
+        exchange.guard.waiting = exchange.client_waited
+    target.backend.active += 1
     if target.metrics is not None:
         target.metrics.add_in_flight(1)
     if target.timeout is not None or target.read_timeout is not None:
         exchange.start()
-    try:
-        if exchange.cut is not None:
-            pass  # a declared Content-Length past the limit: the backend never sees it
-        elif scope["type"] == "websocket" and not backend.supports_websocket:
-            await exchange({"type": "websocket.close", "code": 1003})
-        else:
-            await target.app(scope, receive, exchange)
-        if not exchange.status and exchange.cut is None:
-            raise BackendError("the backend returned without a response")
-    except BackendFailure as exc:
+    return started
+
+
+def _call(exchange: Exchange, scope: Scope, receive: Receive) -> Awaitable[None] | None:
+    """The backend's work on this request; None where the backend never sees it."""
+    if exchange.cut is not None:
+        return None  # a declared Content-Length past the limit
+    target = exchange.target
+    if scope["type"] == "websocket" and not target.backend.supports_websocket:
+        return exchange({"type": "websocket.close", "code": 1003})
+    return target.app(scope, receive, exchange)
+
+
+def _failed(exchange: Exchange, exc: BaseException) -> bool:
+    """Record what ended the call as the backend's failure. False when it is not the
+    backend's: the request itself is being cancelled (server shutdown), or the process
+    is exiting; the caller lets it end."""
+    if isinstance(exc, BackendFailure):
         exchange.failure = exc
-    except asyncio.CancelledError as exc:
+    elif isinstance(exc, asyncio.CancelledError):
         if exchange.end():
             exchange.failure = exchange.timed_out()  # the clock's own cancellation
         else:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
-                raise  # this request is being cancelled (server shutdown): let it end
+                return False
             # The app cancelled something of its own and let the error escape: its failure.
             exchange.failure = BackendError(_describe(exc))
-    except Exception as exc:
+    elif isinstance(exc, Exception):
         exchange.end()
         if exchange.expired:
             exchange.failure = exchange.timed_out()
         else:
             exchange.failure = BackendError(_describe(exc))
-    finally:
-        exchange.end()  # a thread may still read the body or send: the clock is done with
-        backend.active -= 1
-        if target.metrics is not None:
-            target.metrics.add_in_flight(-1)
+    else:
+        return False
+    return True
+
+
+def _close(exchange: Exchange) -> None:
+    exchange.end()  # a thread may still read the body or send: the clock is done with
+    target = exchange.target
+    target.backend.active -= 1
+    if target.metrics is not None:
+        target.metrics.add_in_flight(-1)
+
+
+def _settle(
+    exchange: Exchange, scope: Scope, started: float, replaces: Exchange | None = None
+) -> None:
+    """What the call's end means: a cut body or a client gone is nobody's failure; the
+    call's metrics."""
+    client = exchange.guard
     if exchange.cut is not None:
         exchange.failure = None  # whatever the app made of the cut body
         exchange.discard()
@@ -175,7 +216,6 @@ async def _attempt(
         exchange.client_gone = True
         exchange.discard()
     _record(exchange, scope, time.perf_counter() - started, replaces)
-    return exchange
 
 
 def _record(exchange: Exchange, scope: Scope, seconds: float, replaces: Exchange | None) -> None:
@@ -198,90 +238,6 @@ def _record(exchange: Exchange, scope: Scope, seconds: float, replaces: Exchange
         metrics.errors[failure.kind].inc()
     if replaces is not None:
         metrics.count_fallback(replaces.target.name)
-
-
-async def _finish(route: Route, scope: Scope, exchange: Exchange, request_id: str) -> None:
-    """Deliver the final answer: the backend's own (held or not), else the gateway's."""
-    if exchange.client_gone:
-        log.info(
-            "client went away before its request body was sent: route=%s backend=%s "
-            "request_id=%s %s %s",
-            route.id,
-            exchange.target.name,
-            request_id,
-            scope["method"],
-            scope["path"],
-        )
-        return
-    cut = exchange.cut
-    if cut is not None:
-        log.info(
-            "request cut short: route=%s backend=%s request_id=%s kind=%s status=%d %s %s: %s",
-            route.id,
-            exchange.target.name,
-            request_id,
-            cut.kind,
-            cut.status,
-            scope["method"],
-            scope["path"],
-            cut,
-        )
-        body = {"error": cut.reason, "kind": cut.kind, "route": route.id, "request_id": request_id}
-        # The rest of the body is never read: the connection cannot carry another request.
-        await send_json(
-            exchange.send, cut.status, body, [*exchange.extra, (b"connection", b"close")]
-        )
-        return
-    failure = exchange.failure
-    if failure is None:
-        await exchange.flush()
-        return
-    if exchange.complete:
-        answer = f"{exchange.status} (its own answer)"
-    elif exchange.sent:
-        answer = "(response already started)"
-    else:
-        answer = str(failure.status)
-    log.error(
-        "backend failed: route=%s backend=%s request_id=%s kind=%s status=%s %s %s: %s",
-        route.id,
-        exchange.target.name,
-        request_id,
-        failure.kind,
-        answer,
-        scope.get("method", "WEBSOCKET"),
-        scope["path"],
-        failure.detail,
-    )
-    if exchange.own_answer:
-        # A complete answer stands as the app gave it. One already under way cannot
-        # change: returning mid-response makes the server drop the connection.
-        await exchange.flush()
-        return
-    exchange.discard()
-    if scope["type"] == "websocket":
-        await exchange.send({"type": "websocket.close", "code": 1011})
-        return
-    body = {
-        "error": failure.reason,
-        "kind": failure.kind,
-        "route": route.id,
-        "backend": exchange.target.name,
-        "request_id": request_id,
-    }
-    await send_json(exchange.send, failure.status, body, exchange.extra)
-
-
-def _log_fallback(route: Route, exchange: Exchange, fallback: Target, request_id: str) -> None:
-    failure = exchange.failure
-    log.warning(
-        "fallback: route=%s from=%s to=%s request_id=%s reason=%s",
-        route.id,
-        exchange.target.name,
-        fallback.name,
-        request_id,
-        failure.kind if failure is not None else f"status {exchange.status}",
-    )
 
 
 def _describe(exc: BaseException) -> str:
