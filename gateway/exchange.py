@@ -134,53 +134,50 @@ class Exchange:
         return Outcome.ANSWERED
 
     async def __call__(self, message: Message) -> None:
-        if not self.timing:
-            await self._take(message)
-            return
-        # Handing a message on is the client's time: the clock stops (inlined pause).
-        self.paused += 1
-        self.due = None
+        # One coroutine per message: the clock's pause and the message's handling in one.
+        timing = self.timing
+        if timing:  # handing a message on is the client's time: the clock stops
+            self.paused += 1
+            self.due = None
         try:
-            await self._take(message)
+            # Without a body there is no guard, and no property to call per message.
+            if self.guard is not None and self.cut is not None:
+                return  # the app's reaction to a body the gateway cut: the gateway answers
+            kind = message["type"]
+            if self.capture is not None:
+                self.capture.add(message)
+            if kind == "http.response.start":
+                if self.status:
+                    raise BadResponse("the backend started its response twice")
+                if (problem := start_problem(message)) is not None:
+                    raise BadResponse(f"the backend's response start has {problem}")
+            elif kind == "http.response.body":
+                if not self.status:
+                    raise BadResponse("the backend sent a body before its response start")
+                self.complete = not message.get("more_body", False)
+            elif kind == "websocket.http.response.body":
+                self.complete = not message.get("more_body", False)
+            if kind in _STARTS:
+                self._started(kind)
+                self.status = message.get("status", 101)  # 101: websocket.accept
+                message["headers"] = [*message.get("headers", ()), *self.extra]
+                if self.status >= 500 and self.hold:
+                    self.held = [message]
+                    return
+            elif self.held is not None:
+                self.held.append(message)
+                self.held_bytes += len(message.get("body", b""))
+                if self.held_bytes <= HOLD_LIMIT:
+                    return
+                await self.flush()
+                return
+            elif kind == "websocket.close" and not self.status:
+                self.status = 403  # closed before the handshake: the server answers 403
+            self.sent = True
+            await self.send(message)
         finally:
-            self.client_waited(False)
-
-    async def _take(self, message: Message) -> None:
-        # Without a body there is no guard, and no property to call per message.
-        if self.guard is not None and self.cut is not None:
-            return  # the app's reaction to a body the gateway cut: the gateway answers
-        kind = message["type"]
-        if self.capture is not None:
-            self.capture.add(message)
-        if kind == "http.response.start":
-            if self.status:
-                raise BadResponse("the backend started its response twice")
-            if (problem := start_problem(message)) is not None:
-                raise BadResponse(f"the backend's response start has {problem}")
-        elif kind == "http.response.body":
-            if not self.status:
-                raise BadResponse("the backend sent a body before its response start")
-            self.complete = not message.get("more_body", False)
-        elif kind == "websocket.http.response.body":
-            self.complete = not message.get("more_body", False)
-        if kind in _STARTS:
-            self._started(kind)
-            self.status = message.get("status", 101)  # 101: websocket.accept
-            message["headers"] = [*message.get("headers", ()), *self.extra]
-            if self.status >= 500 and self.hold:
-                self.held = [message]
-                return
-        elif self.held is not None:
-            self.held.append(message)
-            self.held_bytes += len(message.get("body", b""))
-            if self.held_bytes <= HOLD_LIMIT:
-                return
-            await self.flush()
-            return
-        elif kind == "websocket.close" and not self.status:
-            self.status = 403  # closed before the handshake: the server answers 403
-        self.sent = True
-        await self.send(message)
+            if timing:
+                self.client_waited(False)
 
     async def flush(self) -> None:
         held, self.held = self.held, None
@@ -196,7 +193,7 @@ class Exchange:
     def start(self) -> None:
         """Start the clock on the backend call, which runs in the current task."""
         self.loop = loop = asyncio.get_running_loop()
-        self.task = task = asyncio.current_task()
+        self.task = task = asyncio.current_task(loop)
         if task is not None:
             self.cancelling = task.cancelling()
         self.timing = True
