@@ -79,12 +79,14 @@ class WSGIBackend:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if any(b"_" in name for name, _ in scope["headers"]):
-            # As gunicorn does: `X_Forwarded_For` would become the same HTTP_* key as
-            # `X-Forwarded-For`, a way for a client to pass for a header that a proxy
-            # in front set. A name with an underscore never reaches the app.
-            headers = [(name, value) for name, value in scope["headers"] if b"_" not in name]
-            scope = {**scope, "headers": headers}
+        for name, _ in scope["headers"]:  # a loop, not any(): no generator per request
+            if b"_" in name:
+                # As gunicorn does: `X_Forwarded_For` would become the same HTTP_* key
+                # as `X-Forwarded-For`, a way for a client to pass for a header that a
+                # proxy in front set. A name with an underscore never reaches the app.
+                headers = [(n, value) for n, value in scope["headers"] if b"_" not in n]
+                scope = {**scope, "headers": headers}
+                break
         if has_body(scope):
             preloaded = await _preload(receive, self.buffer)
             if preloaded is None:
