@@ -14,10 +14,7 @@ after removing only what a proxy may change.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import time
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +26,7 @@ from packaging.version import Version
 from websockets.sync.client import connect
 
 from tests.harness import ROOT, GatewayProcess, free_port, write_routes
+from tests.pinned import TIMEOUT, Pinned, seen
 
 OLD = ROOT / ".venv" / "fastapi-old"
 FASTAPI, STARLETTE = "0.100.", "0.27."
@@ -45,16 +43,7 @@ routes:
   - {id: whoami, path: /whoami, methods: [GET], backend: legacy}
 """
 
-TIMEOUT = 30  # seconds: generous, on a machine other test runs keep busy
-# What a proxy may change: its own headers, the date, the server's name, the framing.
-PROXY_HEADERS = {"date", "server", "connection", "transfer-encoding", "x-request-id"}
-
-
-def old_env() -> dict[str, str]:
-    """The environment of a process that imports the old FastAPI and Starlette first."""
-    if not (OLD / ".installed").is_file():
-        pytest.fail(f"the old FastAPI and Starlette are not installed in {OLD}: run `make install`")
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(OLD), str(ROOT)])}
+PINNED = Pinned(OLD, ("fastapi", "starlette"), "the old FastAPI and Starlette")
 
 
 def assert_old(base_url: str) -> None:
@@ -67,7 +56,7 @@ def assert_old(base_url: str) -> None:
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     config = write_routes(tmp_path_factory.mktemp("fastapi-old"), TABLE)
-    with GatewayProcess(config, env=old_env()) as process:
+    with GatewayProcess(config, env=PINNED.env()) as process:
         # The app runs in the gateway's process: the Starlette it imported is the gateway's.
         assert_old(process.url)
         yield process
@@ -78,25 +67,10 @@ def alone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The app alone, under uvicorn (the venv's: it imports no Starlette)."""
     port = free_port()
     log = tmp_path_factory.mktemp("alone") / "uvicorn.log"
-    url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "uvicorn", "tests.fastapi_old_apps:app", "--port", str(port)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(command, cwd=ROOT, env=old_env(), stdout=out, stderr=out)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the app alone did not start:\n{log.read_text()}")
-            try:
-                httpx.get(url + "/versions", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+    with PINNED.alone(command, log, port) as url:
         assert_old(url)
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(15)
 
 
 def test_the_gateway_and_the_app_run_on_the_old_starlette(gateway: GatewayProcess) -> None:
@@ -165,16 +139,6 @@ CASES: dict[str, Case] = {
         ),
     ),
 }
-
-
-def seen(response: httpx.Response) -> tuple[int, list[tuple[str, str]], bytes]:
-    """What a client sees of an answer, less what a proxy may change."""
-    headers = sorted(
-        (name, value)
-        for name, value in response.headers.multi_items()
-        if name not in PROXY_HEADERS and not name.startswith("x-gateway-")
-    )
-    return response.status_code, headers, response.content
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -263,28 +227,8 @@ def test_the_admin_api_and_console_run_on_the_old_starlette(gateway: GatewayProc
     )
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    # The same PYTHONPATH as the server: the old FastAPI and Starlette first, checked in
-    # the command's own process, so it cannot have read the app on newer ones.
-    code = (
-        "import sys, fastapi, starlette\n"
-        "for module in (fastapi, starlette):\n"
-        f"    assert module.__file__.startswith({str(OLD)!r}), module.__file__\n"
-        "from gateway.cli import main\n"
-        "sys.exit(main(sys.argv[1:]))\n"
-    )
-    return subprocess.run(
-        [sys.executable, "-c", code, *args],
-        cwd=ROOT,
-        env=old_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_check_reads_the_old_fastapi_routes(tmp_path: Path) -> None:
-    ok = run_cli("check", "--strict", str(write_routes(tmp_path, TABLE)))
+    ok = PINNED.run_cli("check", "--strict", str(write_routes(tmp_path, TABLE)))
     assert ok.returncode == 0, ok.stderr
     assert "OK (3 routes, 2 backends, default: service)" in ok.stdout
     assert ok.stderr == ""
@@ -295,7 +239,7 @@ def test_check_reads_the_old_fastapi_routes(tmp_path: Path) -> None:
         TABLE + '  - {id: chat, path: "/ws/{room}", backend: legacy}\n',
         "misrouted.yaml",
     )
-    warned = run_cli("check", "--strict", str(misrouted))
+    warned = PINNED.run_cli("check", "--strict", str(misrouted))
     assert warned.returncode == 1
     assert (
         "warning: unreachable: WEBSOCKET /ws/{room} is sent by route 'chat' to 'legacy', "
@@ -304,7 +248,7 @@ def test_check_reads_the_old_fastapi_routes(tmp_path: Path) -> None:
 
 
 def test_inventory_lists_the_old_fastapi_apps_endpoints(tmp_path: Path) -> None:
-    done = run_cli("inventory", "--json", "--config", str(write_routes(tmp_path, TABLE)))
+    done = PINNED.run_cli("inventory", "--json", "--config", str(write_routes(tmp_path, TABLE)))
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     service = {

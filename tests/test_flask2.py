@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,6 +23,7 @@ import httpx
 import pytest
 
 from tests.harness import ROOT, GatewayProcess, free_port, write_routes
+from tests.pinned import TIMEOUT, Pinned, seen
 
 FLASK2 = ROOT / ".venv" / "flask2"
 
@@ -41,16 +39,7 @@ routes:
   - {id: signout, path: /signout, methods: [POST], backend: partner}
 """
 
-TIMEOUT = 30  # seconds: generous, on a machine other test runs keep busy
-# What a proxy may change: its own headers, the date, the server's name, the framing.
-PROXY_HEADERS = {"date", "server", "connection", "transfer-encoding", "x-request-id"}
-
-
-def flask2_env() -> dict[str, str]:
-    """The environment of a process that imports Flask 2.x before the venv's Flask 3."""
-    if not (FLASK2 / ".installed").is_file():
-        pytest.fail(f"Flask 2.x is not installed in {FLASK2}: run `make install`")
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(FLASK2), str(ROOT)])}
+PINNED = Pinned(FLASK2, ("flask", "werkzeug"), "Flask 2.x")
 
 
 def assert_flask2(base_url: str) -> None:
@@ -63,7 +52,7 @@ def assert_flask2(base_url: str) -> None:
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     config = write_routes(tmp_path_factory.mktemp("flask2"), TABLE)
-    with GatewayProcess(config, env=flask2_env()) as process:
+    with GatewayProcess(config, env=PINNED.env()) as process:
         assert_flask2(process.url)
         yield process.url
 
@@ -78,26 +67,9 @@ def alone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "from tests.flask2_apps import app\n"
         f"run_simple('127.0.0.1', {port}, app, threaded=True)\n"
     )
-    url = f"http://127.0.0.1:{port}"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", code], cwd=ROOT, env=flask2_env(), stdout=out, stderr=out
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the app alone did not start:\n{log.read_text()}")
-            try:
-                httpx.get(url + "/versions", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+    with PINNED.alone([sys.executable, "-c", code], log, port) as url:
         assert_flask2(url)
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(15)
 
 
 def test_the_app_runs_on_flask_2_through_the_gateway(gateway: str) -> None:
@@ -178,16 +150,6 @@ CASES: dict[str, Case] = {
 }
 
 
-def seen(response: httpx.Response) -> tuple[int, list[tuple[str, str]], bytes]:
-    """What a client sees of an answer, less what a proxy may change."""
-    headers = sorted(
-        (name, value)
-        for name, value in response.headers.multi_items()
-        if name not in PROXY_HEADERS and not name.startswith("x-gateway-")
-    )
-    return response.status_code, headers, response.content
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_an_answer_through_the_gateway_is_the_apps_own(gateway: str, alone: str, case: str) -> None:
     send, expect = CASES[case]
@@ -254,29 +216,9 @@ def test_the_shared_login_reads_and_writes_a_flask_2_session(gateway: str, alone
         assert client.get("/whoami").json() == {"user": None}
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    # The same interpreter and PYTHONPATH as the server: Flask 2 first. Its import is
-    # checked in the same process, so the command cannot have read the app on Flask 3.
-    code = (
-        "import sys, flask, werkzeug\n"
-        "for module in (flask, werkzeug):\n"
-        f"    assert module.__file__.startswith({str(FLASK2)!r}), module.__file__\n"
-        "from gateway.cli import main\n"
-        "sys.exit(main(sys.argv[1:]))\n"
-    )
-    return subprocess.run(
-        [sys.executable, "-c", code, *args],
-        cwd=ROOT,
-        env=flask2_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_check_reads_the_flask_2_url_map(tmp_path: Path) -> None:
     config = write_routes(tmp_path, TABLE)
-    ok = run_cli("check", "--strict", str(config))
+    ok = PINNED.run_cli("check", "--strict", str(config))
     assert ok.returncode == 0, ok.stderr
     assert "OK (3 routes, 2 backends, default: team)" in ok.stdout
     assert ok.stderr == ""  # every backend inspected, nothing misrouted
@@ -287,7 +229,7 @@ def test_check_reads_the_flask_2_url_map(tmp_path: Path) -> None:
         TABLE + '  - {id: items, path: "/items/{item_id}", methods: [GET], backend: partner}\n',
         "misrouted.yaml",
     )
-    warned = run_cli("check", "--strict", str(misrouted))
+    warned = PINNED.run_cli("check", "--strict", str(misrouted))
     assert warned.returncode == 1
     assert (
         "warning: unreachable: GET /items/{item_id} is sent by route 'items' to 'partner', "
@@ -296,7 +238,7 @@ def test_check_reads_the_flask_2_url_map(tmp_path: Path) -> None:
 
 
 def test_inventory_lists_the_flask_2_apps_endpoints(tmp_path: Path) -> None:
-    done = run_cli("inventory", "--json", "--config", str(write_routes(tmp_path, TABLE)))
+    done = PINNED.run_cli("inventory", "--json", "--config", str(write_routes(tmp_path, TABLE)))
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     team = {(e["method"], e["path"]) for e in doc["endpoints"] if "team" in e["implemented_by"]}
