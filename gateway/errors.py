@@ -16,7 +16,8 @@
 Each class carries its status, its `kind` (the label of
 `gateway_backend_errors_total{kind=...}`) and the public reason the client
 reads in the JSON answer, with the request id; `detail` is for the log line
-only. The gateway answers only for a backend that gave no complete answer: an
+only (an upstream's exception goes into it through `safe_reason`, never whole).
+The gateway answers only for a backend that gave no complete answer: an
 answer the backend completed stands even if it raises afterwards (the failure is
 still logged and counted), and one that already reached the client in part
 cannot change its status: the connection is dropped, so the client sees a
@@ -29,6 +30,8 @@ then is dropped: the client gets the gateway's 413 or 408.
 """
 
 from __future__ import annotations
+
+import aiohttp
 
 
 class BackendFailure(Exception):
@@ -86,3 +89,20 @@ class BodyTooLarge(RequestCut):
 
 class BodyTimeout(RequestCut):
     status, kind, reason = 408, "body_timeout", "the request body stopped arriving"
+
+
+def safe_reason(exc: BaseException) -> str:
+    """What went wrong with an upstream, fit for a log line: the exception's kind and a
+    short reason, never the request it failed on.
+
+    aiohttp's exceptions carry the request (`request_info`: URL with its query string,
+    and every header the client sent, `Authorization` and `Cookie` included), and
+    their `repr` and `str` print it; only their own message is safe to show."""
+    if isinstance(exc, aiohttp.ClientResponseError):
+        text = f"{exc.status}, {exc.message}" if exc.status else str(exc.message)
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        text = f"{exc.host}:{exc.port}: {exc.os_error.strerror or type(exc.os_error).__name__}"
+    else:
+        text = str(exc)
+    first_line = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(exc).__name__}: {first_line[:160]}" if first_line else type(exc).__name__

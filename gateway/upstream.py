@@ -29,7 +29,7 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from gateway.errors import BackendUnreachable, BadResponse, BrokenStream
+from gateway.errors import BackendUnreachable, BadResponse, BrokenStream, safe_reason
 from gateway.forwarding import OWN as FORWARDING
 from gateway.forwarding import forwarding_headers
 from gateway.http import has_body
@@ -222,23 +222,6 @@ class HTTPBackend:
             log.warning("backend=%s upstream body failed mid-stream: %s", self.spec.name, reason)
             raise BrokenStream(reason) from None
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-def safe_reason(exc: BaseException) -> str:
-    """What went wrong with an upstream, fit for a log line: the exception's kind and a
-    short reason, never the request it failed on.
-
-    aiohttp's exceptions carry the request (`request_info`: URL with its query string,
-    and every header the client sent, `Authorization` and `Cookie` included), and
-    their `repr` and `str` print it; only their own message is safe to show."""
-    if isinstance(exc, aiohttp.ClientResponseError):
-        text = f"{exc.status}, {exc.message}" if exc.status else str(exc.message)
-    elif isinstance(exc, aiohttp.ClientConnectorError):
-        text = f"{exc.host}:{exc.port}: {exc.os_error.strerror or type(exc.os_error).__name__}"
-    else:
-        text = str(exc)
-    first_line = text.strip().splitlines()[0] if text.strip() else ""
-    return f"{type(exc).__name__}: {first_line[:160]}" if first_line else type(exc).__name__
 
 
 class _ClientGone(Exception):

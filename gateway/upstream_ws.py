@@ -24,7 +24,7 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from gateway.errors import BackendUnreachable, BadResponse, BrokenStream
+from gateway.errors import BackendUnreachable, BadResponse, BrokenStream, safe_reason
 from gateway.types import Headers, Message, Receive, Scope, Send
 
 # As uvicorn's default --ws-max-size: a message the gateway itself would accept.
@@ -69,11 +69,11 @@ async def proxy_websocket(
         await _refused(exc, scope, send, strip_hop_by_hop)
         return
     except aiohttp.ClientConnectorError as exc:
-        raise BackendUnreachable(f"cannot connect to upstream: {exc}") from None
+        raise BackendUnreachable(f"cannot connect to upstream: {safe_reason(exc)}") from None
     except aiohttp.ServerTimeoutError:  # the client's only timeout: connecting
         raise BackendUnreachable("cannot connect to upstream in time") from None
     except aiohttp.ClientError as exc:
-        raise BadResponse(f"upstream WebSocket handshake failed: {exc!r}") from None
+        raise BadResponse(f"upstream WebSocket handshake failed: {safe_reason(exc)}") from None
     try:
         await send(
             {
@@ -163,7 +163,8 @@ async def _relay(ws: aiohttp.ClientWebSocketResponse, receive: Receive, send: Se
             elif client_left:  # CLOSED: our own close, for the client that left
                 return
             else:  # CLOSED or ERROR without a close frame: the upstream went away
-                upstream_failure.append(repr(ws.exception() or "connection lost"))
+                error = ws.exception()
+                upstream_failure.append(safe_reason(error) if error else "connection lost")
                 await _to_client(send, {"type": "websocket.close", "code": 1011})
                 return
             if not await _to_client(send, message):
@@ -183,6 +184,6 @@ async def _relay(ws: aiohttp.ClientWebSocketResponse, receive: Receive, send: Se
         if isinstance(result, Exception) and not isinstance(result, asyncio.CancelledError):
             with contextlib.suppress(Exception):
                 await send({"type": "websocket.close", "code": 1011})
-            raise BrokenStream(f"WebSocket relay failed: {result!r}") from None
+            raise BrokenStream(f"WebSocket relay failed: {safe_reason(result)}") from None
     if upstream_failure:
         raise BrokenStream(f"upstream WebSocket ended without a close: {upstream_failure[0]}")

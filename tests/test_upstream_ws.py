@@ -16,7 +16,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
-from starlette.responses import PlainTextResponse
+from starlette.responses import PlainTextResponse, RedirectResponse
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -88,8 +88,14 @@ async def flood(ws: WebSocket) -> None:
     assert with_error or flood_sent[0] == 2000
 
 
+async def loop(ws: WebSocket) -> None:
+    url = f"{ws.url.path}?{ws.url.query}"
+    await ws.send_denial_response(RedirectResponse(url, 302))  # to itself, query and all
+
+
 upstream_app = Starlette(
     routes=[
+        WebSocketRoute("/loop", loop),
         WebSocketRoute("/echo", echo),
         WebSocketRoute("/closing", closing),
         WebSocketRoute("/whoami", whoami),
@@ -277,3 +283,21 @@ def _counts(url: str) -> dict[str, float]:
                 code = sample.labels["code"]
                 found[code] = found.get(code, 0) + sample.value
     return found
+
+
+def test_a_failed_handshake_logs_no_secret_of_the_request(
+    gateway: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upstream that redirects the handshake forever: aiohttp's error carries the
+    request (its URL with the query, every header); the log line carries none of it."""
+    caplog.set_level("INFO")
+    with pytest.raises(InvalidStatus):
+        connect(
+            gateway + "/loop?token=q-s3cret",
+            additional_headers={"Authorization": "Bearer h-s3cret", "Cookie": "sid=c-s3cret"},
+            open_timeout=10,
+        )
+    _wait_for(lambda: [r for r in caplog.records if "backend failed" in r.getMessage()])
+    failed = [r.getMessage() for r in caplog.records if "backend failed" in r.getMessage()]
+    assert "TooManyRedirects" in failed[0]
+    assert not [r for r in caplog.records if "s3cret" in r.getMessage()]
