@@ -101,7 +101,8 @@ class RouteMetrics:
         self.in_flight = metrics.in_flight.labels(backend)
         # add_in_flight(1) when a request starts, add_in_flight(-1) when it ends.
         self.add_in_flight: Callable[[float], None] = self.in_flight._value.inc
-        # inc(amount) of the requests counter's child, per (method, status) seen.
+        # inc(amount) of the requests counter's child, per (method, status) seen (a
+        # method of the label set only).
         self._by_status: dict[tuple[str, int], Callable[[float], None]] = {}
         # Created up front, so that the first failure of a kind is a visible increase.
         self.errors = {
@@ -117,7 +118,11 @@ class RouteMetrics:
         if inc is None:
             label = method if method in _METHODS else "OTHER"
             child = self._requests.labels(self.route, self.backend, label, str(status))
-            inc = self._by_status[(method, status)] = child._value.inc
+            inc = child._value.inc
+            if label is method:
+                # Only a method of the label set is kept: a client may name endlessly
+                # many others (h11 takes any token), and each would stay here.
+                self._by_status[(method, status)] = inc
         inc(1)
         self._sum(seconds)
         # The first bucket whose upper bound is at least `seconds` (the last is +Inf).

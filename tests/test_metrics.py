@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -227,3 +228,28 @@ def test_durations_fall_in_the_buckets_prometheus_client_puts_them_in() -> None:
     body = metrics.render()[0].decode()
     assert 'gateway_requests_total{backend="new",code="200",method="GET",route="r"} 11.0' in body
     assert 'gateway_requests_in_flight{backend="new"} 1.0' in body
+
+
+def test_requests_with_endless_unknown_methods_take_no_memory_per_method() -> None:
+    """A server on h11 takes any token as a method: a client naming a new one in every
+    request is counted under OTHER, and the gateway keeps nothing per name it used."""
+    metrics = Metrics()
+    route = metrics.for_route("r", "new")
+    route.observe("GET", 200, 0.01)
+    tracemalloc.start()
+    try:
+        # First, caches of a fixed size fill (prometheus-client's own, about 140 KiB).
+        for n in range(5_000):
+            route.observe(f"BREW{n}", 405, 0.01)
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(5_000, 25_000):
+            route.observe(f"BREW{n}", 405, 0.01)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 100_000, grown  # one entry per name kept: megabytes
+    body = metrics.render()[0].decode()
+    assert (
+        'gateway_requests_total{backend="new",code="405",method="OTHER",route="r"} 25000.0' in body
+    )
+    assert 'gateway_requests_total{backend="new",code="200",method="GET",route="r"} 1.0' in body
