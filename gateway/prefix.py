@@ -17,6 +17,7 @@ climb out of the mount (above a url backend's base path, say).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from urllib.parse import quote
 
 from gateway.paths import canonical
@@ -50,8 +51,10 @@ class Mounted:
         self.app = app
         self.prefix = prefix
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(mounted(scope, self.prefix), receive, send)
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # The backend's own awaitable, not one of ours around it: no frame of this
+        # wrapper to resume at every suspension of the request.
+        return self.app(mounted(scope, self.prefix), receive, send)
 
 
 def mount(app: ASGIApp, prefix: str | None) -> ASGIApp:
