@@ -118,6 +118,12 @@ def test_an_unreachable_store_is_one_line_and_exit_1(
     assert len(err.splitlines()) == 1
     assert gateway("pull", "--store", "http://nowhere") == 2
     assert "must start with redis://" in capsys.readouterr().err
+    # A bad port is a bad argument, told in one line before any connection is tried.
+    assert gateway("pull", "--store", "redis://:pw-never-shown@127.0.0.1:port/0") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gateway pull: the store URL has a bad port: ")
+    assert "redis://:***@127.0.0.1:port/0" in err and "pw-never-shown" not in err
+    assert len(err.splitlines()) == 1
 
 
 def test_fleet_reports_instances_behind_the_store(

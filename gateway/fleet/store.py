@@ -80,6 +80,10 @@ class StoreAddress:
             raise ValueError(
                 f"the store URL must start with redis://, rediss:// or unix:// (got {self.shown!r})"
             )
+        try:
+            parts.port  # noqa: B018 - urllib checks the port only when asked
+        except ValueError as exc:  # its message holds the port, never the password
+            raise ValueError(f"the store URL has a bad port: {exc} (got {self.shown!r})") from None
         if not self.key or any(c.isspace() for c in self.key):
             raise ValueError("the store key prefix must be a non-empty word")
 
