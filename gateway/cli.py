@@ -212,10 +212,8 @@ def cmd_canary(args: argparse.Namespace) -> int:
 def cmd_diff(args: argparse.Namespace) -> int:
     url = args.url.rstrip("/") + args.admin_prefix.rstrip("/") + "/shadow"
     try:
-        status, body = fetch.get(url + "?" + urlencode({"route": args.route_id}), timeout=10)
-        if status != 200:
-            raise fetch.FetchError(f"it answered {status}")
-        report = json.loads(body)["routes"]
+        query = urlencode({"route": args.route_id})
+        report = fetch.get_json(f"{url}?{query}", timeout=10)["routes"]
     except (fetch.FetchError, ValueError, KeyError) as exc:
         print(f"gateway diff: cannot read {url}: {exc}", file=sys.stderr)
         return 1

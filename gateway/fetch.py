@@ -7,8 +7,10 @@ environment (these are the operator's own addresses), and a cap on the body.
 from __future__ import annotations
 
 import http.client
+import json
 import urllib.error
 import urllib.request
+from typing import Any
 
 MAX_BODY = 32 * 2**20
 
@@ -33,3 +35,12 @@ def get(url: str, timeout: float, limit: int = MAX_BODY) -> tuple[int, bytes]:
     if len(body) > limit:
         raise FetchError(f"{url} is larger than {limit // 2**20} MiB")
     return status, body
+
+
+def get_json(url: str, timeout: float) -> Any:
+    """The JSON a 200 answer holds; raises `FetchError` for any other answer, and
+    `ValueError` when the body is not JSON."""
+    status, body = get(url, timeout)
+    if status != 200:
+        raise FetchError(f"it answered {status}")
+    return json.loads(body)

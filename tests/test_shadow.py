@@ -184,6 +184,23 @@ def test_diff_command_prints_the_mismatches(
     assert out[4] == "  $.price: legacy 10, new 12"
 
 
+def test_diff_command_that_cannot_read_the_report_says_why_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_routes(tmp_path, table('{backend: new, ignore: ["$.updated_at"]}'))
+    with ThreadServer(Gateway(Settings(config=str(path)))) as server:
+        url = server.url
+        # A prefix that is not the admin API's: its 404, not a report.
+        assert main(["diff", "book", "--url", url, "--admin-prefix", "/-/none/"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"gateway diff: cannot read {url}/-/none/shadow: it answered 404\n"
+    # The gateway is gone now: nothing answers.
+    assert main(["diff", "book", "--url", url]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"gateway diff: cannot read {url}/-/shadow: ")
+    assert len(err.splitlines()) == 1
+
+
 HEAD_TABLE = """\
 version: 1
 backends:

@@ -87,10 +87,7 @@ def cmd_inventory(args: argparse.Namespace) -> int:
 def _fetch_figures(url: str) -> dict[str, Any] | str:
     """The running gateway's per-route figures, or why they could not be had."""
     try:
-        status, body = fetch.get(url, timeout=30)
-        if status != 200:
-            raise fetch.FetchError(f"it answered {status}")
-        figures = json.loads(body)["routes"]
+        figures = fetch.get_json(url, timeout=30)["routes"]
     except (fetch.FetchError, ValueError, KeyError) as exc:
         return f"cannot read {url}: {exc}"
     return figures if isinstance(figures, dict) else {}
