@@ -213,8 +213,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
     url = args.url.rstrip("/") + args.admin_prefix.rstrip("/") + "/shadow"
     try:
         query = urlencode({"route": args.route_id})
-        report = fetch.get_json(f"{url}?{query}", timeout=10)["routes"]
-    except (fetch.FetchError, ValueError, KeyError) as exc:
+        report = fetch.get_json(f"{url}?{query}", timeout=10, key="routes")
+    except fetch.FetchError as exc:
         print(f"gateway diff: cannot read {url}: {exc}", file=sys.stderr)
         return 1
     if args.route_id not in report:

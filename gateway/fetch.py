@@ -37,10 +37,16 @@ def get(url: str, timeout: float, limit: int = MAX_BODY) -> tuple[int, bytes]:
     return status, body
 
 
-def get_json(url: str, timeout: float) -> Any:
-    """The JSON a 200 answer holds; raises `FetchError` for any other answer, and
-    `ValueError` when the body is not JSON."""
+def get_json(url: str, timeout: float, key: str) -> Any:
+    """The value under `key` of the JSON object a 200 answer holds; raises `FetchError`
+    for any other answer."""
     status, body = get(url, timeout)
     if status != 200:
         raise FetchError(f"it answered {status}")
-    return json.loads(body)
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise FetchError("its answer is not JSON") from None
+    if not isinstance(document, dict) or key not in document:
+        raise FetchError(f"its answer has no {key!r}")
+    return document[key]

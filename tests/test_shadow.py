@@ -192,8 +192,13 @@ def test_diff_command_that_cannot_read_the_report_says_why_in_one_line(
         url = server.url
         # A prefix that is not the admin API's: its 404, not a report.
         assert main(["diff", "book", "--url", url, "--admin-prefix", "/-/none/"]) == 1
-    err = capsys.readouterr().err
-    assert err == f"gateway diff: cannot read {url}/-/none/shadow: it answered 404\n"
+        err = capsys.readouterr().err
+        assert err == f"gateway diff: cannot read {url}/-/none/shadow: it answered 404\n"
+        # A 200 that is not the admin API's report: the legacy app answers this path.
+        assert httpx.get(url + "/_admin/shadow").status_code == 200
+        assert main(["diff", "book", "--url", url, "--admin-prefix", "/_admin/"]) == 1
+        err = capsys.readouterr().err
+        assert err == f"gateway diff: cannot read {url}/_admin/shadow: its answer has no 'routes'\n"
     # The gateway is gone now: nothing answers.
     assert main(["diff", "book", "--url", url]) == 1
     err = capsys.readouterr().err

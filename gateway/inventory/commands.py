@@ -87,8 +87,8 @@ def cmd_inventory(args: argparse.Namespace) -> int:
 def _fetch_figures(url: str) -> dict[str, Any] | str:
     """The running gateway's per-route figures, or why they could not be had."""
     try:
-        figures = fetch.get_json(url, timeout=30)["routes"]
-    except (fetch.FetchError, ValueError, KeyError) as exc:
+        figures = fetch.get_json(url, timeout=30, key="routes")
+    except fetch.FetchError as exc:
         return f"cannot read {url}: {exc}"
     return figures if isinstance(figures, dict) else {}
 
