@@ -2,8 +2,9 @@
 what a refused edit answers, and the origin check of a change a browser sends.
 
 An edit is refused with nothing changed (`EDIT_REFUSALS`: a bad request for the
-table, a store that did not take it, a result that would be invalid), or stored
-and then applied or not; every answer says which, in JSON.
+table, a store that did not take it, a result that would be invalid, a file that
+could not be written), or stored and then applied or not; every answer says which,
+in JSON.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from gateway.inventory.commands import FlipAll
 from gateway.routefile.editing import EditError
 from gateway.routefile.model import ConfigError
 
-EDIT_REFUSALS = (EditError, StoreError, ConfigError)
+EDIT_REFUSALS = (EditError, StoreError, ConfigError, OSError)
 
 
 async def flip_all(control: ControlPlane, payload: object, by: str) -> Response:
@@ -56,6 +57,9 @@ def refusal(exc: Exception) -> Response:
         return JSONResponse({"error": f"{exc}; nothing was changed"}, status_code=503)
     if isinstance(exc, StoreError):
         return JSONResponse({"error": str(exc)}, status_code=409)
+    if isinstance(exc, OSError):  # the file source's atomic write left the file as it was
+        error = f"cannot write: {exc.strerror or exc}; nothing was changed"
+        return JSONResponse({"error": error}, status_code=500)
     assert isinstance(exc, ConfigError)  # the last of EDIT_REFUSALS
     return JSONResponse(
         {

@@ -4,6 +4,7 @@ every worker, applied but not persisted."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import time
@@ -91,6 +92,31 @@ def test_a_read_only_mount_refuses_even_root(read_only_mount: Path) -> None:
         r = client.put("/-/routes/other", json={"backend": "legacy"})
     assert r.status_code == 409
     assert r.json() == {"error": f"{read_only_mount} {REFUSAL}"}
+
+
+def test_a_full_disk_refuses_the_change_in_one_line_and_keeps_the_file(tmp_path: Path) -> None:
+    directory = tmp_path / "config"
+    directory.mkdir()
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(directory)], capture_output=True
+    ).returncode:
+        pytest.skip("no tmpfs mount here (needs root with CAP_SYS_ADMIN)")
+    try:
+        path = write_routes(directory, TABLE)
+        # Fill the rest of the disk.
+        with contextlib.suppress(OSError), open(directory / "filler", "wb", buffering=0) as filler:
+            while True:
+                filler.write(b"x" * 4096)
+        with gateway_client(path) as client:
+            r = client.put("/-/routes/other", json={"backend": "legacy"})
+            assert r.status_code == 500
+            assert r.json() == {
+                "error": "cannot write: No space left on device; nothing was changed"
+            }
+            assert client.get("/other").headers["x-gateway-backend"] == "new"
+        assert path.read_text() == TABLE
+    finally:
+        subprocess.run(["umount", str(directory)], capture_output=True)
 
 
 def test_an_automatic_rollback_is_applied_on_both_workers_and_shown(read_only: Path) -> None:
