@@ -163,6 +163,10 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        if self.admin_token is not None:
+            # A token read from a file (a Kubernetes Secret) often ends in a newline that no
+            # client sends; an all-blank one is no token (loopback only), as an empty one.
+            object.__setattr__(self, "admin_token", self.admin_token.strip() or None)
         prefix = self.admin_prefix
         if not prefix.startswith("/") or not prefix.endswith("/") or len(prefix) < 3:
             raise ValueError(f"admin prefix must look like '/-/' (got {prefix!r})")

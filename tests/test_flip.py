@@ -252,6 +252,16 @@ def test_with_token_changes_need_the_bearer_token(routes: Path) -> None:
     with gateway_client(routes, client=("192.0.2.7", 4000), admin_token="s3cret") as client:
         r = client.post("/-/reload", headers={"Authorization": "bearer s3cret"})
         assert r.status_code == 200  # a token lets remote clients in
+    # The token as a Secret mounted from a file gives it: with its newline.
+    with gateway_client(routes, client=("192.0.2.7", 4000), admin_token="s3cret\n") as client:
+        r = client.post("/-/reload", headers={"Authorization": "Bearer s3cret"})
+        assert r.status_code == 200
+        r = client.post("/-/reload", headers={"Authorization": "Bearer s3cre"})
+        assert r.status_code == 403
+    with gateway_client(routes, client=("192.0.2.7", 4000), admin_token=" \n") as client:
+        r = client.post("/-/reload", headers={"Authorization": "Bearer  "})
+        assert r.status_code == 403  # a blank token is none: loopback clients only
+        assert "loopback" in r.json()["error"]
 
 
 def test_unknown_admin_paths_and_methods(routes: Path) -> None:
