@@ -46,13 +46,7 @@ def _default_config() -> str:
 
 
 def _report(exc: ConfigError, source: str) -> int:
-    for problem in exc.problems:
-        print(problem, file=sys.stderr)
-    count = len(exc.problems)
-    print(
-        f"{source}: {count} problem{'s' if count != 1 else ''}; nothing was applied",
-        file=sys.stderr,
-    )
+    print(exc.report(source, "applied"), file=sys.stderr)
     return 1
 
 

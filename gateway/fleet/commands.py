@@ -56,9 +56,7 @@ def _changed(old: bytes, new: GatewayConfig) -> list[str]:
 
 
 def _problems(exc: ConfigError, source: str) -> int:
-    for problem in exc.problems:
-        print(problem, file=sys.stderr)
-    print(f"{source}: {len(exc.problems)} problem(s); nothing was pushed", file=sys.stderr)
+    print(exc.report(source, "pushed"), file=sys.stderr)
     return 1
 
 

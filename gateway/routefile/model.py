@@ -74,6 +74,13 @@ class ConfigError(Exception):
         self.problems = sorted(problems, key=lambda p: (p.where.line, p.where.column))
         super().__init__("\n".join(str(p) for p in self.problems))
 
+    def report(self, source: str, undone: str) -> str:
+        """What the CLI prints: the problems, one a line, then their count and what was
+        not done ("applied", "pushed")."""
+        count = len(self.problems)
+        plural = "s" if count != 1 else ""
+        return f"{self}\n{source}: {count} problem{plural}; nothing was {undone}"
+
     @classmethod
     def unreadable(cls, source: str, exc: OSError) -> ConfigError:
         """The file (or store) could not be read at all."""
