@@ -131,8 +131,8 @@ def test_admin_token_comes_from_the_environment_only() -> None:
         (
             "GATEWAY_STORE",
             "redis://:hunter2@redis.internal:6379x",
-            "gateway serve: GATEWAY_STORE: the store URL has a bad port: Port could not be "
-            "cast to integer value as '6379x' (got 'redis://:***@redis.internal:6379x')",
+            "gateway serve: GATEWAY_STORE: the store URL is invalid: Port could not be cast "
+            "to integer value as '6379x' (got 'redis://:***@redis.internal:6379x')",
         ),
         (
             "GATEWAY_SHUTDOWN_DELAY",

@@ -121,9 +121,14 @@ def test_an_unreachable_store_is_one_line_and_exit_1(
     # A bad port is a bad argument, told in one line before any connection is tried.
     assert gateway("pull", "--store", "redis://:pw-never-shown@127.0.0.1:port/0") == 2
     err = capsys.readouterr().err
-    assert err.startswith("gateway pull: the store URL has a bad port: ")
+    assert err.startswith("gateway pull: the store URL is invalid: ")
     assert "redis://:***@127.0.0.1:port/0" in err and "pw-never-shown" not in err
     assert len(err.splitlines()) == 1
+    assert gateway("pull", "--store", "unix:///run/redis.sock?password=pw-never-shown&db=x") == 2
+    assert capsys.readouterr().err == (
+        "gateway pull: the store URL is invalid: Invalid value for 'db' in connection URL. "
+        "(got 'unix:///run/redis.sock?password=***&db=x')\n"
+    )
 
 
 def test_fleet_reports_instances_behind_the_store(

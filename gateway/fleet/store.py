@@ -81,9 +81,14 @@ class StoreAddress:
                 f"the store URL must start with redis://, rediss:// or unix:// (got {self.shown!r})"
             )
         try:
-            parts.port  # noqa: B018 - urllib checks the port only when asked
-        except ValueError as exc:  # its message holds the port, never the password
-            raise ValueError(f"the store URL has a bad port: {exc} (got {self.shown!r})") from None
+            from redis.asyncio import ConnectionPool
+        except ImportError:
+            pass  # Store says that redis-py is missing
+        else:
+            try:  # what Redis.from_url would refuse later (a port, a db or a timeout not a number)
+                ConnectionPool.from_url(self.url)  # connects to nothing
+            except ValueError as exc:  # its messages name the value, never the password
+                raise ValueError(f"the store URL is invalid: {exc} (got {self.shown!r})") from None
         if not self.key or any(c.isspace() for c in self.key):
             raise ValueError("the store key prefix must be a non-empty word")
 
