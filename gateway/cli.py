@@ -109,35 +109,34 @@ def cmd_routes(args: argparse.Namespace) -> int:
     return 0
 
 
-def _where(args: argparse.Namespace) -> str:
-    """What an edit changes: the store (without its password) or the route file."""
-    return StoreAddress(args.store, args.store_key).shown if args.store else str(args.config)
-
-
-def _bad_store(args: argparse.Namespace) -> int | None:
-    """Exit code 2 and why, when --store is not a store URL."""
-    if args.store:
-        try:
-            StoreAddress(args.store, args.store_key)
-        except ValueError as exc:
-            print(f"gateway {args.command}: {exc}", file=sys.stderr)
-            return 2
-    return None
-
-
-def _edit(args: argparse.Namespace, edit: Edit, kind: str) -> EditResult | int:
-    """Store an edit in the route file or, with --store, in the store (a running
-    gateway follows either); on a refusal print why and return the exit code."""
-    where = _where(args)
+def _target(args: argparse.Namespace) -> StoreAddress | str | int:
+    """What an edit changes: the --store address or the route file; or exit code 2,
+    said why, when --store is not a store URL."""
+    if not args.store:
+        return str(args.config)
     try:
-        if args.store:
-            return store_edit(StoreAddress(args.store, args.store_key), edit, kind)
-        return FileSource(args.config).edit_now(edit)
+        return StoreAddress(args.store, args.store_key)
+    except ValueError as exc:
+        print(f"gateway {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _shown(target: StoreAddress | str) -> str:
+    """The target in messages: a store without its password."""
+    return target.shown if isinstance(target, StoreAddress) else target
+
+
+def _edit(target: StoreAddress | str, edit: Edit, kind: str) -> EditResult | int:
+    """Store an edit in the route file or in the store (a running gateway follows
+    either); on a refusal print why and return the exit code."""
+    where = _shown(target)
+    try:
+        if isinstance(target, StoreAddress):
+            return store_edit(target, edit, kind)
+        return FileSource(target).edit_now(edit)
     except ConfigError as exc:
         return _report(exc, where)
-    except EditError as exc:
-        print(f"{where}: {exc}; nothing was changed", file=sys.stderr)
-    except StoreError as exc:
+    except (EditError, StoreError) as exc:
         print(f"{where}: {exc}; nothing was changed", file=sys.stderr)
     except OSError as exc:
         print(f"{where}: cannot write: {exc.strerror or exc}", file=sys.stderr)
@@ -145,8 +144,10 @@ def _edit(args: argparse.Namespace, edit: Edit, kind: str) -> EditResult | int:
 
 
 def cmd_flip(args: argparse.Namespace) -> int:
-    if (code := _bad_store(args)) is not None:
-        return code
+    target = _target(args)
+    if isinstance(target, int):
+        return target
+    where = _shown(target)
     if args.all:
         if args.backend is not None:
             print("gateway flip --all takes one argument: the backend", file=sys.stderr)
@@ -161,25 +162,27 @@ def cmd_flip(args: argparse.Namespace) -> int:
     flip_all = None
     if route_id is None and not args.force:  # the emergency switch leaves what it cannot serve
         edit = flip_all = FlipAll(backend)
-    result = _edit(args, edit, "flip")
+    result = _edit(target, edit, "flip")
     if isinstance(result, int):
         return result
     left = flip_all.left if flip_all else {}
     if result.changed:
-        print(f"{_where(args)}: {', '.join(result.changed)} -> {backend}")
+        print(f"{where}: {', '.join(result.changed)} -> {backend}")
     else:
         target = route_id or ("every other route" if left else "every route")
-        print(f"{_where(args)}: {target} already on {backend}; nothing to change")
+        print(f"{where}: {target} already on {backend}; nothing to change")
     for route, why in left.items():
-        print(f"{_where(args)}: left {route} as it was: {why} (--force flips it anyway)")
+        print(f"{where}: left {route} as it was: {why} (--force flips it anyway)")
     if flip_all and flip_all.unknown:
-        print(f"{_where(args)}: note: {flip_all.unknown}; flipped every route", file=sys.stderr)
+        print(f"{where}: note: {flip_all.unknown}; flipped every route", file=sys.stderr)
     return 0
 
 
 def cmd_canary(args: argparse.Namespace) -> int:
-    if (code := _bad_store(args)) is not None:
-        return code
+    target = _target(args)
+    if isinstance(target, int):
+        return target
+    where = _shown(target)
     try:
         percent = float(args.percent)
     except ValueError:
@@ -188,18 +191,16 @@ def cmd_canary(args: argparse.Namespace) -> int:
     try:
         edit = set_canary(args.route_id, percent, args.backend)
     except EditError as exc:
-        print(f"{_where(args)}: {exc}; nothing was changed", file=sys.stderr)
+        print(f"{where}: {exc}; nothing was changed", file=sys.stderr)
         return 1
-    result = _edit(args, edit, "canary")
+    result = _edit(target, edit, "canary")
     if isinstance(result, int):
         return result
     canary = result.config.route(args.route_id).canary
     if canary is None:  # unreachable: set_canary leaves a canary in place
         return 1
     state = "set" if result.changed else "already"
-    print(
-        f"{_where(args)}: {args.route_id} canary {state} at {canary.percent:g}% to {canary.backend}"
-    )
+    print(f"{where}: {args.route_id} canary {state} at {canary.percent:g}% to {canary.backend}")
     return 0
 
 
