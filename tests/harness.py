@@ -29,6 +29,16 @@ backends:
   new: {asgi: "tests.apps:asgi"}
 """
 
+# The test pair with /books on new, everything else on legacy; tests append routes to it.
+BOOKS_ON_NEW = (
+    "version: 1\n"
+    + TEST_BACKENDS
+    + """\
+default: legacy
+routes:
+  - {id: books, path: /books, backend: new}
+"""
+)
 
 # The demo pair with the new app reading the legacy app's session: /me and /logout on new.
 SHARED_LOGIN_TABLE = """\

@@ -18,7 +18,7 @@ from gateway.app import Gateway
 from gateway.routefile.loading import parse_config
 from gateway.routefile.model import ConfigError
 from gateway.settings import Settings
-from tests.harness import GatewayProcess, ThreadServer, gateway_client, write_routes
+from tests.harness import BOOKS_ON_NEW, GatewayProcess, ThreadServer, gateway_client, write_routes
 from tests.raw_upstream import RawUpstream
 
 BROKEN = {
@@ -134,20 +134,10 @@ def test_serve_refuses_to_start_on_such_a_file(tmp_path: Path) -> None:
 
 # --- smaller: each gets a clean answer or a limit with a clear message ---------------
 
-TWO_BACKENDS = """\
-version: 1
-backends:
-  legacy: {wsgi: "tests.apps:wsgi"}
-  new: {asgi: "tests.apps:asgi"}
-default: legacy
-routes:
-  - {id: books, path: /books, backend: new}
-"""
-
 
 @pytest.mark.parametrize("body", ["[" * 60_000, "[" * 30_000 + "]" * 30_000])
 def test_admin_json_nested_60000_deep_is_a_clean_400(tmp_path: Path, body: str) -> None:
-    path = write_routes(tmp_path, TWO_BACKENDS)
+    path = write_routes(tmp_path, BOOKS_ON_NEW)
     with gateway_client(path) as client:
         r = client.put(
             "/-/routes/books", content=body, headers={"content-type": "application/json"}
@@ -155,18 +145,18 @@ def test_admin_json_nested_60000_deep_is_a_clean_400(tmp_path: Path, body: str) 
         assert r.status_code == 400  # was 500 (RecursionError)
         assert "the body must be" in r.json()["error"]
         assert client.get("/-/healthz").status_code == 200
-    assert path.read_text() == TWO_BACKENDS
+    assert path.read_text() == BOOKS_ON_NEW
 
 
 def test_a_template_of_1500_segments_is_refused_with_a_clear_message() -> None:
     template = "/" + "/".join(f"s{i}" for i in range(1500))
     with pytest.raises(ConfigError) as info:
-        parse_config(TWO_BACKENDS + f"  - {{id: deep, path: {template}, backend: new}}\n")
+        parse_config(BOOKS_ON_NEW + f"  - {{id: deep, path: {template}, backend: new}}\n")
     [problem] = info.value.problems
     assert "has 1500 segments; a route path has at most 100" in problem.message
     assert problem.where.line == 8
     hundred = "/" + "/".join(f"s{i}" for i in range(100))
-    parse_config(TWO_BACKENDS + f"  - {{id: deep, path: {hundred}, backend: new}}\n")
+    parse_config(BOOKS_ON_NEW + f"  - {{id: deep, path: {hundred}, backend: new}}\n")
 
 
 def test_typo_hints_stay_linear_1500_routes_by_1500_backends() -> None:
@@ -192,7 +182,7 @@ def test_hints_still_suggest_among_many_names() -> None:
 
 
 def test_a_malformed_path_and_a_duplicate_id_are_both_reported() -> None:
-    text = TWO_BACKENDS + "  - {id: books, path: '/b/{x', backend: new}\n"
+    text = BOOKS_ON_NEW + "  - {id: books, path: '/b/{x', backend: new}\n"
     with pytest.raises(ConfigError) as info:
         parse_config(text, resolve_imports=False)
     messages = [p.message for p in info.value.problems]

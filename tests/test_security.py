@@ -21,7 +21,14 @@ from gateway.paths import canonical
 from gateway.routefile.loading import parse_config
 from gateway.routefile.model import ConfigError
 from gateway.settings import Settings
-from tests.harness import GatewayProcess, ThreadServer, free_port, gateway_client, write_routes
+from tests.harness import (
+    BOOKS_ON_NEW,
+    GatewayProcess,
+    ThreadServer,
+    free_port,
+    gateway_client,
+    write_routes,
+)
 from tests.raw_upstream import RawUpstream
 
 SECRETS = {
@@ -130,16 +137,7 @@ default: legacy
 
 # --- one normalised path decides ---------------------------------------------------
 
-ROUTES_SPLIT = """\
-version: 1
-backends:
-  legacy: {wsgi: "tests.apps:wsgi"}
-  new: {asgi: "tests.apps:asgi"}
-default: legacy
-routes:
-  - {id: books, path: /books, backend: new}
-  - {id: book, path: "/books/{id}", backend: new}
-"""
+ROUTES_SPLIT = BOOKS_ON_NEW + '  - {id: book, path: "/books/{id}", backend: new}\n'
 
 
 def raw_get(port: int, target: str, headers: str = "") -> tuple[int, dict[str, str], bytes]:
