@@ -11,6 +11,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from tests.lifespan import serve_lifespan
+
 HANG_SECONDS = 2.0  # long enough to outlast a test's short timeout, short enough to end
 seen: list[int] = []  # the size of every body the app read, in this process
 
@@ -38,11 +40,8 @@ other = wsgi  # the same app under a second import path: a second backend
 async def listening(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """An ASGI handler that reads its body, then hangs listening for the disconnect."""
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({"type": message["type"] + ".complete"})
-            if message["type"] == "lifespan.shutdown":
-                return
+        await serve_lifespan(receive, send)
+        return
     while (await receive()).get("more_body"):
         pass
     await receive()

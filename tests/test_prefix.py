@@ -24,6 +24,7 @@ from gateway.routefile.model import ConfigError
 from gateway.settings import Settings
 from gateway.types import Receive, Scope, Send
 from tests.harness import ThreadServer, free_port, gateway_client, write_routes
+from tests.lifespan import serve_lifespan
 
 flask_app = Flask(__name__)
 
@@ -68,9 +69,7 @@ heard_log: list[dict[str, Any]] = []  # what the upstream received, latest last
 async def upstream(scope: Scope, receive: Receive, send: Send) -> None:
     """Says what it received: path, raw path, query and X-Forwarded-Prefix."""
     if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
+        await serve_lifespan(receive, send)
         return
     headers = dict(scope["headers"])
     heard = {

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from gateway.types import Receive, Scope, Send
+from tests.lifespan import serve_lifespan
 
 
 def _options(query: str) -> tuple[int, float, float]:
@@ -55,11 +56,8 @@ def _chunks(n: int, gap: float) -> Iterator[bytes]:
 
 async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({"type": message["type"] + ".complete"})
-            if message["type"] == "lifespan.shutdown":
-                return
+        await serve_lifespan(receive, send)
+        return
     n, gap, wait = _options(scope["query_string"].decode())
     if scope["path"].endswith("/stream"):
         headers = [(b"content-type", b"text/event-stream")]
