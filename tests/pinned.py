@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import ROOT
+from tests.harness import ROOT, write_routes
 
 TIMEOUT = 30  # seconds: generous, on a machine other test runs keep busy
 # What a proxy may change: its own headers, the date, the server's name, the framing.
@@ -59,6 +59,20 @@ class Pinned:
             text=True,
             timeout=60,
         )
+
+    def check_strict(
+        self, directory: Path, table: str, summary: str, misrouted: str, warning: str
+    ) -> None:
+        """`check --strict` passes `table` (`summary` on stdout, nothing on stderr: every
+        backend inspected) and fails it plus the `misrouted` route line with `warning`."""
+        ok = self.run_cli("check", "--strict", str(write_routes(directory, table)))
+        assert ok.returncode == 0, ok.stderr
+        assert summary in ok.stdout
+        assert ok.stderr == ""
+        bad = write_routes(directory, table + misrouted, "misrouted.yaml")
+        warned = self.run_cli("check", "--strict", str(bad))
+        assert warned.returncode == 1
+        assert warning in warned.stderr
 
     @contextmanager
     def alone(self, command: Sequence[str], log: Path, port: int) -> Iterator[str]:
