@@ -27,6 +27,7 @@ import pytest
 from gateway.cli import main
 from tests.harness import ROOT, TEST_BACKENDS, GatewayProcess, write_routes
 from tests.redis_server import RedisServer
+from tests.under_load import Sample, request_until
 
 SETTLE = 5.0
 CLIENTS = 12  # per instance, each on its own keep-alive connection
@@ -51,15 +52,6 @@ routes:
     rollback: {error_ratio: 0.5, window: 60, min_requests: 3}
 """
 )
-
-
-@dataclass
-class Sample:
-    started: float
-    finished: float
-    status: int  # 0: no answer
-    backend: str
-    error: str = ""
 
 
 @dataclass
@@ -91,23 +83,13 @@ def fleet(
 
 
 async def load(urls: list[str], stop: asyncio.Event, samples: list[Sample]) -> None:
-    async def one_client(client: httpx.AsyncClient) -> None:
-        while not stop.is_set():
-            started = time.monotonic()
-            try:
-                r = await client.get("/status/200")
-                backend = r.headers.get("x-gateway-backend", "")
-                samples.append(Sample(started, time.monotonic(), r.status_code, backend))
-            except httpx.HTTPError as exc:
-                samples.append(Sample(started, time.monotonic(), 0, "", repr(exc)))
-
     clients = [
         httpx.AsyncClient(base_url=url, timeout=10, limits=httpx.Limits(max_connections=1))
         for url in urls
         for _ in range(CLIENTS)
     ]
     try:
-        await asyncio.gather(*(one_client(c) for c in clients))
+        await asyncio.gather(*(request_until(stop, c, "/status/200", samples) for c in clients))
     finally:
         for c in clients:
             await c.aclose()

@@ -19,18 +19,10 @@ import httpx
 import pytest
 
 from tests.harness import ROOT, GatewayProcess
+from tests.under_load import Sample, request_until
 
 CLIENTS = 24
 SETTLE = 1.0  # the promise: a saved change is live everywhere within 1 s
-
-
-@dataclass
-class Sample:
-    started: float
-    finished: float
-    status: int  # 0: the request failed without an answer
-    backend: str
-    error: str = ""
 
 
 @dataclass
@@ -62,18 +54,9 @@ def set_backend_by_file(path: Path, backend: str) -> None:
 async def load(url: str, stop: asyncio.Event, samples: list[Sample]) -> None:
     limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as client:
-
-        async def one_client() -> None:
-            while not stop.is_set():
-                started = time.monotonic()
-                try:
-                    r = await client.get("/books/1")
-                    backend = r.headers.get("x-gateway-backend", "")
-                    samples.append(Sample(started, time.monotonic(), r.status_code, backend))
-                except httpx.HTTPError as exc:
-                    samples.append(Sample(started, time.monotonic(), 0, "", repr(exc)))
-
-        await asyncio.gather(*(one_client() for _ in range(CLIENTS)))
+        await asyncio.gather(
+            *(request_until(stop, client, "/books/1", samples) for _ in range(CLIENTS))
+        )
 
 
 def check(samples: list[Sample], flips: list[Flip], end: float, log: str = "") -> None:
