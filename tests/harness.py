@@ -10,11 +10,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 from starlette.testclient import TestClient
 
@@ -70,6 +71,16 @@ def gateway_client(
     app = Gateway(Settings(config=str(config), **settings))
     with TestClient(app, raise_server_exceptions=False, client=client) as test_client:
         yield test_client
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 5.0, what: str = "condition") -> float:
+    """Seconds until `condition` held; fails the test, naming `what`, past `seconds`."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > seconds:
+            pytest.fail(f"{what} not met within {seconds}s")
+        time.sleep(0.02)
+    return time.monotonic() - started
 
 
 def free_port() -> int:

@@ -6,7 +6,6 @@ tests/test_dispatch.py, tests/test_faults.py)."""
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import httpx
@@ -16,7 +15,7 @@ from gateway.app import Gateway
 from gateway.bodies import BODY_CAP
 from gateway.settings import Settings
 from tests import flask_apps
-from tests.harness import TEST_BACKENDS, ThreadServer, gateway_client, write_routes
+from tests.harness import TEST_BACKENDS, ThreadServer, gateway_client, wait_for, write_routes
 
 TABLE = (
     "version: 1\n"
@@ -87,10 +86,11 @@ def test_an_app_that_raises_after_its_own_500_counts_against_the_rollback_watch(
             r = client.post("/fail", content=b"{}")
             assert (r.status_code, r.headers["content-type"], r.text) == STARLETTE_500
             assert r.headers["x-gateway-backend"] == "new"
-        deadline = time.monotonic() + 10
-        while client.get("/-/routes").json()["routes"][0]["backend"] != "legacy":
-            assert time.monotonic() < deadline, "no rollback"
-            time.sleep(0.02)
+        wait_for(
+            lambda: client.get("/-/routes").json()["routes"][0]["backend"] == "legacy",
+            10,
+            "rollback",
+        )
         assert 'gateway_rollbacks_total{route="fail"} 1.0' in client.get("/-/metrics").text
 
 

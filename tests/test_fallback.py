@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 
 from gateway.rollback import RollbackWatch
 from gateway.routefile.model import RollbackSpec
-from tests.harness import TEST_BACKENDS, free_port, gateway_client, write_routes
+from tests.harness import TEST_BACKENDS, free_port, gateway_client, wait_for, write_routes
 
 TABLE = (
     "version: 1\n"
@@ -186,10 +186,11 @@ def test_rollback_flips_the_failing_route_in_the_file_and_only_that_route(
             assert client.get("/new/ok").status_code == 200
         answers = [client.get("/fail") for _ in range(5)]
         assert {r.status_code for r in answers} == {200}  # fallback served every one
-        deadline = time.monotonic() + 5
-        while client.get("/-/routes").json()["routes"][0]["backend"] != "legacy":
-            assert time.monotonic() < deadline, "no rollback"
-            time.sleep(0.02)
+        wait_for(
+            lambda: client.get("/-/routes").json()["routes"][0]["backend"] == "legacy",
+            5,
+            "rollback",
+        )
         assert client.get("/fail").headers["x-gateway-backend"] == "legacy"
         assert client.get("/status/200").headers["x-gateway-backend"] == "new"
         metrics = client.get("/-/metrics").text
@@ -226,10 +227,8 @@ def test_rollback_never_flips_back_by_itself(tmp_path: Path) -> None:
     with gateway_client(path, watch_interval=5) as client:
         for _ in range(5):
             assert client.get("/status/503").status_code == 200  # new fails; legacy answers
-        deadline = time.monotonic() + 10
-        while backend_of_status(client) != "legacy":  # the live table, not just the file
-            assert time.monotonic() < deadline, "no rollback"
-            time.sleep(0.02)
+        # the live table, not just the file
+        wait_for(lambda: backend_of_status(client) == "legacy", 10, "rollback")
         assert path.read_text() == rolled_back
         # The backend recovers, and the one-second window has long moved on: the
         # route stays where the rollback put it until a person flips it.
@@ -299,10 +298,7 @@ def test_a_route_moved_back_after_a_rollback_is_watched_afresh(tmp_path: Path) -
         for expected_rollbacks in (1, 2):
             for _ in range(5):
                 assert client.get("/fail").status_code == 200  # the fallback answers
-            deadline = time.monotonic() + 5
-            while backend_now(client) != "legacy":
-                assert time.monotonic() < deadline, f"rollback {expected_rollbacks} missing"
-                time.sleep(0.02)
+            wait_for(lambda: backend_now(client) == "legacy", 5, f"rollback {expected_rollbacks}")
             counted = 'gateway_rollbacks_total{route="fail"} ' + f"{expected_rollbacks}.0"
             assert counted in client.get("/-/metrics").text
             # The operator moves it back to try again: a fresh window, able to trip again.

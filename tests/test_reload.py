@@ -7,7 +7,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from gateway.routefile.loading import parse_config
 from gateway.routefile.model import GatewayConfig
 from gateway.settings import Settings
 from tests import apps
-from tests.harness import TEST_BACKENDS, ThreadServer, gateway_client, write_routes
+from tests.harness import TEST_BACKENDS, ThreadServer, gateway_client, wait_for, write_routes
 
 
 def table(backend: str, extra: str = "") -> str:
@@ -37,16 +36,6 @@ def backend_of(client: TestClient) -> str:
     r = client.get("/item")
     assert r.status_code == 200
     return r.headers["x-gateway-backend"]
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> float:
-    """Seconds until `condition` held; fails the test past `seconds`."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > seconds:
-            pytest.fail(f"condition not met within {seconds}s")
-        time.sleep(0.02)
-    return time.monotonic() - started
 
 
 def test_in_place_write_is_applied(tmp_path: Path) -> None:
