@@ -13,19 +13,24 @@ import pytest
 from tests.harness import ROOT, free_port
 
 
+def serve(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`gateway serve --config PATH ARGS` run to its exit (each test here expects one)."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_serve_refuses_an_invalid_file_with_the_check_report(tmp_path: Path) -> None:
     path = tmp_path / "routes.yaml"
     path.write_text(
         "version: 1\nbackends:\n  legacy: {wsgi: 'legacy_flask.app:app'}\n"
         "default: legacy\nroutes:\n  - {id: a, path: /a, backend: nwe}\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path), "--port", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = serve(path, "--port", "1")
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         f"{path}:6:32: route 'a': unknown backend 'nwe'; use one of: legacy",
@@ -38,16 +43,7 @@ def test_serve_refuses_an_invalid_file_with_the_check_report(tmp_path: Path) -> 
 def test_serve_exits_1_when_a_backend_fails_to_start(tmp_path: Path, workers: str) -> None:
     path = tmp_path / "routes.yaml"
     path.write_text("version: 1\nbackends:\n  new: {asgi: 'tests.apps:failing_startup'}\n")
-    result = subprocess.run(
-        [
-            *(sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)),
-            *("--port", str(free_port()), "--workers", workers),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = serve(path, "--port", str(free_port()), "--workers", workers)
     assert result.returncode == 1
     assert "backend 'new' failed to start: database unreachable" in result.stderr
 
@@ -61,16 +57,8 @@ def test_serve_names_the_address_it_cannot_listen_on(tmp_path: Path, taken: str)
         other.listen()
         busy = other.getsockname()[1]
         ports = {"traffic": free_port(), "admin": free_port()} | {taken: busy}
-        result = subprocess.run(
-            [
-                *(sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)),
-                *("--port", str(ports["traffic"])),
-                *("--admin-listen", f"127.0.0.1:{ports['admin']}"),
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
+        result = serve(
+            path, "--port", str(ports["traffic"]), "--admin-listen", f"127.0.0.1:{ports['admin']}"
         )
     assert result.returncode == 1
     assert (
