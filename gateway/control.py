@@ -108,6 +108,9 @@ class ControlPlane:
         self._pool: BackendPool | None = None
         self._shadows: ShadowRunner | None = None
         self.applied_sha: str | None = None  # of the source's text the live table is from
+        # The overrides file as it was when the live table read it (None: no file): a
+        # worker re-applies whenever the file differs from that, whenever it was written.
+        self.overrides_seen: tuple[int, int] | None = None
         self._failed_key: str | None = None
         self._tasks: set[asyncio.Task[object]] = set()
 
@@ -128,7 +131,10 @@ class ControlPlane:
 
     def _overlaid(self, config: GatewayConfig) -> GatewayConfig:
         """`config` with the rollbacks it has not made moot (none without a state dir)."""
-        return overlay(config, self.overrides.prune(config)) if self.overrides else config
+        if self.overrides is None:
+            return config
+        self.overrides_seen = self.overrides.signature()  # before reading: a later write shows
+        return overlay(config, self.overrides.prune(config))
 
     async def reapply(self) -> None:
         """Apply the source's table again, with the rollbacks as they are now."""

@@ -119,14 +119,15 @@ class RollbackAction:
         overrides = control.overrides
         if overrides is None:
             return
-        seen = overrides.signature()
         next_try = 0.0
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(every)
             try:
-                if (now := overrides.signature()) != seen:
-                    seen = now
+                # Against what the live table read, not what this loop saw when it began:
+                # a rollback another worker wrote between this worker's first load and
+                # here must still be applied.
+                if overrides.signature() != control.overrides_seen:
                     await control.reapply()
                 if loop.time() >= next_try:
                     next_try = loop.time() + persist_every

@@ -8,10 +8,15 @@ import dataclasses
 import multiprocessing
 from pathlib import Path
 
+from gateway.backends import BackendPool
+from gateway.control import ControlPlane
 from gateway.fleet.events import FileEvents
 from gateway.fleet.overrides import Overrides, overlay
 from gateway.fleet.store import EVENTS
 from gateway.routefile.loading import parse_config
+from gateway.shadow import ShadowRunner
+from gateway.sources import FileSource
+from gateway.wsgi import WSGIOptions
 from tests.harness import TEST_BACKENDS
 
 
@@ -83,3 +88,36 @@ def test_an_override_holds_until_the_route_changes_in_the_source(tmp_path: Path)
     )
     assert overrides.prune(flipped) == {}
     assert overrides.prune(config) == {}  # flipping back to new does not revive it
+
+
+def test_a_rollback_written_while_a_worker_starts_is_applied_there(tmp_path: Path) -> None:
+    # Another worker trips after this one read the table, before this one follows the file.
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(TABLE)
+    state = tmp_path / "state"
+    state.mkdir()
+
+    def backend_of_a(control: ControlPlane) -> str:
+        assert control.table is not None
+        route = control.table.match("GET", "/a")
+        assert route is not None
+        return route.primary.name
+
+    async def run() -> None:
+        control = ControlPlane(FileSource(routes), state_dir=str(state))
+        pool = BackendPool(WSGIOptions(), None)
+        await control.start(pool, ShadowRunner())
+        try:
+            assert backend_of_a(control) == "new"
+            Overrides(state).add("a", "new", "legacy", "3 of 3 failed", persist=False)
+            follow = asyncio.create_task(control.rollbacks.follow(0.01))
+            try:
+                async with asyncio.timeout(5):
+                    while backend_of_a(control) != "legacy":
+                        await asyncio.sleep(0.01)
+            finally:
+                follow.cancel()
+        finally:
+            await pool.close()
+
+    asyncio.run(run())
