@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import http.client
 import re
 import socket
 import time
@@ -365,6 +366,30 @@ def test_a_half_sent_head_gets_408_and_an_idle_connection_closes_silently(
     answer, seconds = raw_request(served.port, b"")
     assert answer == b""  # closed by the keep-alive timeout, without a word
     assert 0.9 <= seconds < 5
+
+
+def test_a_later_head_on_a_kept_alive_connection_gets_its_own_full_head_timeout(
+    served: GatewayProcess,
+) -> None:
+    """One timer per connection serves every head on it: a head that begins after an
+    earlier request still gets its whole `--head-timeout`, counted from its own start."""
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+    conn.request("GET", "/x")
+    first = conn.getresponse()
+    first.read()
+    assert first.status == 200
+    assert conn.sock is not None  # kept alive
+    with conn.sock as sock:
+        time.sleep(0.6)  # within the keep-alive timeout (1 s), past half the head timeout
+        started = time.monotonic()
+        sock.sendall(b"GET /x HTTP/1.1\r\nHost: t\r\n")  # a head that never ends
+        answer = b""
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+        seconds = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert 0.9 <= seconds < 5, seconds
 
 
 def test_past_limit_concurrency_a_503_but_never_for_the_probes(served: GatewayProcess) -> None:
