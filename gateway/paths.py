@@ -46,7 +46,11 @@ class ReservedPaths:
 
     def holds(self, path: str, as_sent: str | None = None) -> bool:
         """Whether a request for canonical `path` (spelled `as_sent`) is the gateway's."""
-        return self.is_admin(path, as_sent) or path == self.metrics
+        # is_admin(), spelled out: every request asks.
+        prefix = self.prefix
+        if path.startswith(prefix) or path == self.metrics or path == prefix[:-1]:
+            return True
+        return as_sent is not None and as_sent.replace("\\", "/").startswith(prefix)
 
     def is_admin(self, path: str, as_sent: str | None = None) -> bool:
         prefix = self.prefix

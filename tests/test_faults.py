@@ -15,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import Gateway
+from gateway.http import start_problem
 from gateway.routefile.loading import parse_config
 from gateway.routefile.model import ConfigError
 from gateway.settings import Settings
@@ -250,3 +251,44 @@ def test_a_backend_named_like_a_yaml_constant_reads_back_as_its_name(
         assert r.status_code == 200, r.text
     assert backends_of(path.read_text())["b"] == name
     assert f'backend: "{name}"' in path.read_text()
+
+
+@pytest.mark.parametrize(
+    ("headers", "problem"),
+    [
+        ([], None),
+        ([(b"content-type", b"text/plain"), (b"x-a", b"")], None),
+        ([(b"x-token!#$%&'*+-.^_`|~09AZaz", b"any \t visible \x80\xff bytes")], None),
+        ([(b"x-a", b"1"), (b"x-b", b"2", b"3")], "not a (name, value) pair"),
+        ([(b"x-a", b"1", b"2")], "not a (name, value) pair"),
+        ([(b"x-a",)], "not a (name, value) pair"),
+        ([b"x-a"], "not a (name, value) pair"),
+        ([1], "not a (name, value) pair"),
+        ([(b"x-a", b"1"), ("x-b", b"2")], "not bytes (str, bytes)"),
+        ([(b"x-a", 2)], "not bytes (bytes, int)"),
+        ([(b"x-a", bytearray(b"1"))], "not bytes (bytes, bytearray)"),
+        ([(b"", b"1")], "characters HTTP does not allow"),
+        ([(b"x a", b"1")], "characters HTTP does not allow"),
+        ([(b"x:a", b"1")], "characters HTTP does not allow"),
+        ([(b"x-a\n", b"1")], "characters HTTP does not allow"),
+        ([(b"x-a", b"1"), (b"x-b", b"2\r\nSet-Cookie: a=b")], "characters HTTP does not allow"),
+        ([(b"x-a", b"1\n")], "characters HTTP does not allow"),
+        ([(b"x-a", b"\x00")], "characters HTTP does not allow"),
+    ],
+)
+def test_every_header_of_a_response_start_is_checked(
+    headers: list[object], problem: str | None
+) -> None:
+    """The checks run over all the headers at once: each rule holds for any header of
+    the list, not only the first."""
+    found = start_problem({"type": "http.response.start", "status": 200, "headers": headers})
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found, found
+
+
+@pytest.mark.parametrize("status", [0, 199, 600, "200", True, None, 200.0])
+def test_a_response_start_needs_a_status_http_has(status: object) -> None:
+    found = start_problem({"type": "http.response.start", "status": status})
+    assert found == f"invalid status {status!r}"

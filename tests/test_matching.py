@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway import matching
 from gateway.matching import Router, parse_template
@@ -97,3 +99,77 @@ def test_large_tables_match_by_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cost(10_000, "/svc0/items/abc") == (0, 4)
     assert cost(10, "/svc9/items/abc") == (9, 4)
     assert cost(10_000, "/svc10000/items/abc") == (None, 1)  # no such literal: stop at the root
+
+
+def reference_match(
+    routes: list[tuple[str, tuple[str, ...] | None]], method: str, path: str
+) -> int | None:
+    """The precedence rule, stated over the route list (no trie): compare candidates
+    segment by segment, a literal before a parameter before a `{x:path}` rest; a route
+    with the method named before one for any method; a later route wins a tie."""
+    segments = path[1:].split("/")
+
+    def rank(template: str) -> tuple[int, ...] | None:
+        parts = template[1:].split("/")
+        ranks: list[int] = []
+        for index, part in enumerate(parts):
+            if part.endswith(":path}"):
+                return (*ranks, 2) if index < len(segments) else None
+            if index >= len(segments):
+                return None
+            if part.startswith("{"):
+                if not segments[index]:
+                    return None
+                ranks.append(1)
+            elif part == segments[index]:
+                ranks.append(0)
+            else:
+                return None
+        return tuple(ranks) if len(parts) == len(segments) else None
+
+    best: tuple[tuple[int, ...], int, int] | None = None
+    for index, (template, methods) in enumerate(routes):
+        ranked = rank(template)
+        if ranked is None or (methods is not None and method not in methods):
+            continue
+        key = (ranked, 0 if methods is not None else 1, -index)
+        if best is None or key < best:
+            best = key
+    return None if best is None else -best[2]
+
+
+TEMPLATE_PARTS = ["a", "b", "{p}", "{q}"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    templates=st.lists(
+        st.tuples(
+            st.lists(st.sampled_from(TEMPLATE_PARTS), max_size=3),
+            st.booleans(),
+            st.sampled_from([None, ("GET",), ("POST",)]),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    path=st.lists(st.sampled_from(["a", "b", "c", ""]), min_size=1, max_size=4),
+    method=st.sampled_from(["GET", "POST"]),
+)
+def test_the_trie_finds_what_the_precedence_rule_says(
+    templates: list[tuple[list[str], bool, tuple[str, ...] | None]], path: list[str], method: str
+) -> None:
+    """The trie's walk against the rule stated over the route list, on random tables
+    and paths (backtracking included)."""
+    routes = []
+    for parts, rest, methods in templates:
+        names = iter(f"v{i}" for i in range(10))
+        spelled = [next(names) if p.startswith("{") else p for p in parts]
+        template = "/" + "/".join(f"{{{p}}}" if p.startswith("v") else p for p in spelled)
+        if rest:
+            template = template.rstrip("/") + "/{tail:path}"
+        routes.append((template, methods))
+    r: Router[int] = Router()
+    for index, (template, methods) in enumerate(routes):
+        r.add(parse_template(template), methods, index)
+    full = "/" + "/".join(path)
+    assert r.match(method, full) == reference_match(routes, method, full), (routes, full)
