@@ -14,7 +14,7 @@ import logging
 from gateway.exchange import Exchange
 from gateway.http import send_json
 from gateway.table import Route, Target
-from gateway.types import Scope
+from gateway.types import Scope, Send
 
 # The request path's logger, by the name operators already filter on.
 log = logging.getLogger("gateway.dispatch")
@@ -102,3 +102,12 @@ def log_fallback(route: Route, exchange: Exchange, fallback: Target, request_id:
         request_id,
         failure.kind if failure is not None else f"status {exchange.status}",
     )
+
+
+async def end_cut_short(send: Send) -> None:
+    """End a response the drain's last step cancelled (an event stream, a slow upload):
+    as a complete answer, so that a client sees its end rather than a broken one."""
+    try:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except RuntimeError:  # no response started yet: the server wants a start first
+        await send_json(send, 503, {"error": "the gateway shut down before the answer came"})

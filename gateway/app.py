@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import math
@@ -28,8 +29,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway import upstream
 from gateway.admin import Admin, is_loopback
@@ -56,6 +58,18 @@ from gateway.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.wsgi import WSGIOptions
 
 log = logging.getLogger("gateway")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def coroutine_function(function: F) -> F:
+    """Mark `function`, a plain function returning a coroutine, as a coroutine
+    function for the servers and frameworks that ask (uvicorn takes an app whose
+    `__call__` is not one for an ASGI 2 app)."""
+    if sys.version_info >= (3, 12):
+        return inspect.markcoroutinefunction(function)
+    function._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
+    return function
 
 
 class Gateway:
@@ -131,45 +145,42 @@ class Gateway:
 
     # --- request path --------------------------------------------------------
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    @coroutine_function
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain function returning the awaitable that serves the request, not a
+        # coroutine of its own: a frame less that every suspension of every request
+        # would resume. `dispatch.serve` keeps the in-flight count and the drain's cut;
+        # the gateway's own answers are counted by `_counted`.
         kind = scope["type"]
         if kind == "lifespan":
-            await self._lifespan(receive, send)
-            return
-        # The count is kept here, not in a wrapper: a wrapper's frame would be resumed at
-        # every suspension of every request.
+            return self._lifespan(receive, send)
         if self.in_flight >= self.max_in_flight and scope["path"] not in self._never_refused:
-            await refuse_overloaded(scope, send)
-            return
+            return refuse_overloaded(scope, send)
+        # Before anything reads the client: from here on it is the one a trusted
+        # proxy names (logs, canaries, apps), the socket's peer is kept for the admin.
+        self._proxies.resolve(scope)
+        if self.draining and kind == "http":
+            send = _closing(send)
+        as_sent: str = scope["path"]
+        path = canonical(as_sent)
+        on_admin_listener = self._admin_port is None or _local_port(scope) == self._admin_port
+        if self._reserved.holds(path, as_sent):
+            return self._counted(self._serve_own(scope, receive, send, path, on_admin_listener))
+        if self._admin_port is not None and on_admin_listener:
+            message = {"error": "this listener serves the admin API and metrics only"}
+            return self._counted(self._refuse(scope, send, message))
+        table = self.control.table
+        # Matched on the canonical path; the backend gets the path as the client sent it.
+        route = table.match(scope.get("method", "GET"), path) if table else None
+        if route is None:
+            return self._counted(_unrouted(scope, send, table))
+        return serve(route, scope, receive, send, self)
+
+    async def _counted(self, answer: Awaitable[None]) -> None:
+        """An answer of the gateway's own, counted in flight as a routed request is."""
         self.in_flight += 1
         try:
-            # Before anything reads the client: from here on it is the one a trusted
-            # proxy names (logs, canaries, apps), the socket's peer is kept for the admin.
-            self._proxies.resolve(scope)
-            if self.draining and kind == "http":
-                send = _closing(send)
-            as_sent: str = scope["path"]
-            path = canonical(as_sent)
-            on_admin_listener = self._admin_port is None or _local_port(scope) == self._admin_port
-            if self._reserved.holds(path, as_sent):
-                await self._serve_own(scope, receive, send, path, on_admin_listener)
-                return
-            if self._admin_port is not None and on_admin_listener:
-                message = {"error": "this listener serves the admin API and metrics only"}
-                await self._refuse(scope, send, message)
-                return
-            table = self.control.table
-            # Matched on the canonical path; the backend gets the path as the client sent it.
-            route = table.match(scope.get("method", "GET"), path) if table else None
-            if route is None:
-                await _unrouted(scope, send, table)
-                return
-            try:
-                await serve(route, scope, receive, send)
-            except asyncio.CancelledError:
-                if not self.draining or kind != "http":
-                    raise
-                await _end_cut_short(send)
+            await answer
         finally:
             self.in_flight -= 1
 
@@ -340,15 +351,6 @@ def _closing(send: Send) -> Send:
         await send(message)
 
     return send_closing
-
-
-async def _end_cut_short(send: Send) -> None:
-    """End a response the drain's last step cancelled (an event stream, a slow upload):
-    as a complete answer, so that a client sees its end rather than a broken one."""
-    try:
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-    except RuntimeError:  # no response started yet: the server wants a start first
-        await send_json(send, 503, {"error": "the gateway shut down before the answer came"})
 
 
 async def _unrouted(scope: Scope, send: Send, table: RouteTable | None) -> None:

@@ -67,7 +67,9 @@ class ASGIBackend:
         # request. And the app's own awaitable, not a coroutine of this class awaiting
         # it: a frame less that every suspension of the request would resume (13 for
         # a FastAPI endpoint run in a thread).
-        return self.app({**scope, "state": self.state.copy()}, receive, send)
+        own = dict(scope)  # the app's to change (frameworks do), as a server's is
+        own["state"] = self.state.copy()
+        return self.app(own, receive, send)
 
     def request_state(self) -> dict[str, Any]:
         """A request's `state`: like a server, a copy of what the lifespan set up."""

@@ -32,8 +32,9 @@ import random
 import time
 import traceback
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
-from gateway.answer import deliver, log_fallback
+from gateway.answer import deliver, end_cut_short, log_fallback
 from gateway.bodies import BodyGuard, BodyRecorder, Captured
 from gateway.errors import BackendError, BackendFailure
 from gateway.exchange import Exchange, Outcome
@@ -69,57 +70,80 @@ def plan(route: Route, scope: Scope, chance: Callable[[], float] = random.random
     return Plan(target, fallback, shadower, rollback)
 
 
-async def serve(route: Route, scope: Scope, receive: Receive, send: Send) -> None:
-    """Serve a request (HTTP or WebSocket) on `route`."""
-    request_id, scope = with_request_id(scope)
-    todo = plan(route, scope)
-    client = None
-    if scope["type"] == "http" and has_body(scope):
-        limits = todo.target
-        client = BodyGuard(receive, scope, limits.max_body, limits.body_timeout)
-        receive = client.receive
-    recorder = BodyRecorder(receive) if todo.keeps_body else None
-    if recorder is not None:
-        if todo.shadower is not None and client is not None:
-            await recorder.preload()
-        receive = recorder.receive
-    capture = Captured() if todo.shadower is not None else None
-    # The first call inline, not through `_attempt`: a coroutine frame less to resume
-    # at every suspension of the request.
-    exchange = Exchange(todo.target, send, request_id, capture, client, todo.fallback is not None)
-    started = _open(exchange)
+class Door(Protocol):
+    """What `serve` keeps for the gateway's front door (`gateway.app.Gateway`)."""
+
+    in_flight: int  # requests in flight in this worker (`--limit-concurrency`)
+    draining: bool  # the worker is shutting down (`gateway.drain`)
+
+
+async def serve(route: Route, scope: Scope, receive: Receive, send: Send, door: Door) -> None:
+    """Serve a request (HTTP or WebSocket) on `route`, counted in flight at `door`.
+
+    The front door hands the request over without a coroutine of its own (a frame
+    less to resume at every suspension of the request): the count and the drain's
+    cut are kept here."""
+    door.in_flight += 1
     try:
-        call = _call(exchange, scope, receive)
-        if call is not None:
-            await call
-        if not exchange.status and exchange.cut is None:
-            raise BackendError("the backend returned without a response")
-    except BaseException as exc:
-        if not _failed(exchange, exc):
+        request_id, encoded_id = with_request_id(scope)
+        todo = plan(route, scope)
+        client = None
+        if scope["type"] == "http" and has_body(scope):
+            limits = todo.target
+            client = BodyGuard(receive, scope, limits.max_body, limits.body_timeout)
+            receive = client.receive
+        recorder = BodyRecorder(receive) if todo.keeps_body else None
+        if recorder is not None:
+            if todo.shadower is not None and client is not None:
+                await recorder.preload()
+            receive = recorder.receive
+        capture = Captured() if todo.shadower is not None else None
+        hold = todo.fallback is not None
+        exchange = Exchange(todo.target, send, encoded_id, capture, client, hold)
+        # The first call inline, not through `_attempt`: a coroutine frame less to
+        # resume at every suspension of the request.
+        started = _open(exchange)
+        try:
+            call = _call(exchange, scope, receive)
+            if call is not None:
+                await call
+            if not exchange.status and exchange.cut is None:
+                raise BackendError("the backend returned without a response")
+        except BaseException as exc:
+            if not _failed(exchange, exc):
+                raise
+        finally:
+            _close(exchange)
+        _settle(exchange, scope, started)
+        # Policies first in these tests: a plain route's request skips the outcome.
+        if todo.rollback is not None and exchange.outcome in (Outcome.ANSWERED, Outcome.FAILED):
+            todo.rollback.record(exchange.outcome is Outcome.FAILED)
+        fallback = todo.fallback
+        if fallback is not None and exchange.outcome is Outcome.FAILED and not exchange.sent:
+            replay = recorder.replay() if recorder is not None else None
+            if replay is not None:
+                log_fallback(route, exchange, fallback, request_id)
+                exchange.discard()
+                replaced = exchange
+                exchange = Exchange(fallback, send, encoded_id, guard=client)
+                await _attempt(exchange, scope, replay, replaced)
+        # Only a held answer, a failure, a cut or a client gone (which need a body, so a
+        # guard) leave anything to deliver: the backend's answer went out as it came.
+        if exchange.held is not None or exchange.failure is not None or client is not None:
+            await deliver(route, scope, exchange, request_id)
+        # Compare only what the target itself answered (a 5xx included), not a failure,
+        # a fallback's answer or an abandoned request.
+        shadower = todo.shadower
+        if shadower and capture and recorder and exchange.target is todo.target:
+            answered = exchange.outcome in (Outcome.ANSWERED, Outcome.FAILED)
+            if answered and exchange.failure is None:
+                shadower.submit(scope, recorder.body(scope), capture)
+    except asyncio.CancelledError:
+        if not door.draining or scope["type"] != "http":
             raise
+        await end_cut_short(send)
     finally:
-        _close(exchange)
-    _settle(exchange, scope, started)
-    # Policies first in these tests: a plain route's request skips the outcome.
-    if todo.rollback is not None and exchange.outcome in (Outcome.ANSWERED, Outcome.FAILED):
-        todo.rollback.record(exchange.outcome is Outcome.FAILED)
-    fallback = todo.fallback
-    if fallback is not None and exchange.outcome is Outcome.FAILED and not exchange.sent:
-        replay = recorder.replay() if recorder is not None else None
-        if replay is not None:
-            log_fallback(route, exchange, fallback, request_id)
-            exchange.discard()
-            replaced = exchange
-            exchange = Exchange(fallback, send, request_id, guard=client)
-            await _attempt(exchange, scope, replay, replaced)
-    await deliver(route, scope, exchange, request_id)
-    # Compare only what the target itself answered (a 5xx included), not a failure,
-    # a fallback's answer or an abandoned request.
-    shadower = todo.shadower
-    if shadower and capture and recorder and exchange.target is todo.target:
-        answered = exchange.outcome in (Outcome.ANSWERED, Outcome.FAILED)
-        if answered and exchange.failure is None:
-            shadower.submit(scope, recorder.body(scope), capture)
+        door.in_flight -= 1
 
 
 async def _attempt(
@@ -143,21 +167,20 @@ async def _attempt(
 
 def _open(exchange: Exchange) -> float:
     """Start one backend call: count it in flight, start its clock. When it started."""
-    started = time.perf_counter()
     target = exchange.target
     if exchange.guard is not None:
         exchange.guard.waiting = exchange.client_waited
     target.backend.active += 1
     if target.metrics is not None:
-        target.metrics.add_in_flight(1)
+        target.metrics.began()
     if target.timeout is not None or target.read_timeout is not None:
         exchange.start()
-    return started
+    return time.perf_counter()
 
 
 def _call(exchange: Exchange, scope: Scope, receive: Receive) -> Awaitable[None] | None:
     """The backend's work on this request; None where the backend never sees it."""
-    if exchange.cut is not None:
+    if exchange.guard is not None and exchange.cut is not None:
         return None  # a declared Content-Length past the limit
     target = exchange.target
     if scope["type"] == "websocket" and not target.backend.supports_websocket:
@@ -196,16 +219,17 @@ def _close(exchange: Exchange) -> None:
     target = exchange.target
     target.backend.active -= 1
     if target.metrics is not None:
-        target.metrics.add_in_flight(-1)
+        target.metrics.ended()
 
 
 def _settle(
     exchange: Exchange, scope: Scope, started: float, replaces: Exchange | None = None
 ) -> None:
-    """What the call's end means: a cut body or a client gone is nobody's failure; the
-    call's metrics."""
+    """What the call's end means (a cut body or a client gone is nobody's failure), and
+    the call's metrics: every metric the request path writes."""
     client = exchange.guard
-    if exchange.cut is not None:
+    cut = exchange.cut if client is not None else None
+    if cut is not None:
         exchange.failure = None  # whatever the app made of the cut body
         exchange.discard()
     elif exchange.failure is not None and client and client.gone:
@@ -215,16 +239,10 @@ def _settle(
         exchange.failure = None
         exchange.client_gone = True
         exchange.discard()
-    _record(exchange, scope, time.perf_counter() - started, replaces)
-
-
-def _record(exchange: Exchange, scope: Scope, seconds: float, replaces: Exchange | None) -> None:
-    """The metrics of one backend call (every metric the request path writes)."""
     metrics = exchange.target.metrics
     if metrics is None:
         return
     failure = exchange.failure
-    cut = exchange.cut
     if cut is not None:
         status = cut.status
     elif exchange.client_gone:
@@ -233,7 +251,7 @@ def _record(exchange: Exchange, scope: Scope, seconds: float, replaces: Exchange
         status = failure.status
     else:
         status = exchange.status
-    metrics.observe(scope.get("method", "WEBSOCKET"), status, seconds)
+    metrics.observe(scope.get("method", "WEBSOCKET"), status, time.perf_counter() - started)
     if failure is not None:
         metrics.errors[failure.kind].inc()
     if replaces is not None:

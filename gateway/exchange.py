@@ -11,19 +11,24 @@ once accepted, may rightly stay quiet). It counts the backend's time only, for
 every kind of backend alike: it stops while the backend waits for the client's
 body and while the gateway hands the client a message, so a slow upload or a
 slow reader is never taken for a slow backend. The clock is a deadline that
-pausing and resuming merely set, and one loop timer armed for the earliest
-deadline so far: when the timer comes before the current deadline (the clock
-was paused since) it is armed again for it, and when it finds the deadline
-passed it cancels the call's task, as `asyncio.timeout` would, at a fraction
-of what re-arming a timer at every pause costs.
+pausing and resuming merely set; the loop's `Watchdog` (`gateway.clock`)
+watches the deadlines of every call in flight with one timer, and expiring
+cancels the call's task, as `asyncio.timeout` would.
+
+Most answers need none of that per message: with nothing to hold, capture or
+cut, and no `read_timeout` (the clock stops at the answer's start), a message
+is checked and handed to the server's `send` as it is, without a coroutine of
+the gateway's own (`direct`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+from collections.abc import Awaitable
 
 from gateway.bodies import BodyGuard, Captured
+from gateway.clock import Watchdog, watchdog
 from gateway.errors import BackendFailure, BackendTimeout, BadResponse, RequestCut
 from gateway.http import REQUEST_ID, start_problem
 from gateway.table import Target
@@ -47,11 +52,12 @@ class Exchange:
     failure, whether the answer is complete, and whether anything reached the client."""
 
     __slots__ = (
-        "armed",
         "cancelling",
         "capture",
         "client_gone",
         "complete",
+        "direct",
+        "dog",
         "due",
         "expired",
         "extra",
@@ -61,14 +67,12 @@ class Exchange:
         "held_bytes",
         "hold",
         "limit",
-        "loop",
         "paused",
         "send",
         "sent",
         "status",
         "target",
         "task",
-        "timer",
         "timing",
     )
 
@@ -76,7 +80,7 @@ class Exchange:
         self,
         target: Target,
         send: Send,
-        request_id: str,
+        request_id: bytes,
         capture: Captured | None = None,
         guard: BodyGuard | None = None,
         hold: bool = False,
@@ -86,8 +90,12 @@ class Exchange:
         self.guard = guard
         self.send = send
         # The gateway's headers on every answer, the backend's or its own.
-        self.extra = [*target.response_headers, (REQUEST_ID, request_id.encode())]
+        self.extra = [*target.response_headers, (REQUEST_ID, request_id)]
         self.capture = capture
+        # Messages go straight to `send` (see the module's docstring).
+        self.direct = not hold and capture is None and guard is None
+        if target.read_timeout is not None:
+            self.direct = False
         self.status = 0  # 0 until the backend starts its response
         self.sent = False  # whether anything reached the client
         self.complete = False  # the backend sent its answer's last body part
@@ -98,17 +106,15 @@ class Exchange:
         # The backend's clock (see the module's docstring). `limit` is the time the
         # backend has from when it is next left to work alone (None: no limit), `due`
         # when that time is up (None while paused or without a limit), `paused` counts
-        # what waits on the client meanwhile, `timer` fires at `armed`.
+        # what waits on the client meanwhile.
         self.timing = False
         self.expired = False
         self.limit = target.timeout
         self.due: float | None = None
         self.paused = 0
-        self.timer: asyncio.TimerHandle | None = None
-        self.armed = 0.0
+        self.dog: Watchdog | None = None
         self.task: asyncio.Task[object] | None = None
         self.cancelling = 0
-        self.loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def cut(self) -> RequestCut | None:
@@ -133,8 +139,35 @@ class Exchange:
             return Outcome.FAILED
         return Outcome.ANSWERED
 
-    async def __call__(self, message: Message) -> None:
-        # One coroutine per message: the clock's pause and the message's handling in one.
+    def __call__(self, message: Message) -> Awaitable[None]:
+        if not self.direct:
+            return self._handle(message)
+        kind = message["type"]
+        if kind == "http.response.body":
+            if not self.status:
+                raise BadResponse("the backend sent a body before its response start")
+            self.complete = not message.get("more_body", False)
+        elif kind == "http.response.start":
+            self._start(message)
+            if self.timing:
+                self._stop()  # the answer started in time, and its body is not timed
+        else:
+            return self._handle(message)
+        self.sent = True
+        return self.send(message)
+
+    def _start(self, message: Message) -> None:
+        """Check an `http.response.start` and add the gateway's headers to it."""
+        if self.status:
+            raise BadResponse("the backend started its response twice")
+        if (problem := start_problem(message)) is not None:
+            raise BadResponse(f"the backend's response start has {problem}")
+        self.status = message["status"]
+        message["headers"] = [*message.get("headers", ()), *self.extra]
+
+    async def _handle(self, message: Message) -> None:
+        """A message of a call that holds, captures, may be cut or times its body;
+        or of a WebSocket."""
         timing = self.timing
         if timing:  # handing a message on is the client's time: the clock stops
             self.paused += 1
@@ -147,30 +180,30 @@ class Exchange:
             if self.capture is not None:
                 self.capture.add(message)
             if kind == "http.response.start":
-                if self.status:
-                    raise BadResponse("the backend started its response twice")
-                if (problem := start_problem(message)) is not None:
-                    raise BadResponse(f"the backend's response start has {problem}")
-            elif kind == "http.response.body":
-                if not self.status:
-                    raise BadResponse("the backend sent a body before its response start")
-                self.complete = not message.get("more_body", False)
-            elif kind == "websocket.http.response.body":
-                self.complete = not message.get("more_body", False)
-            if kind in _STARTS:
+                self._start(message)
                 self._started(kind)
-                self.status = message.get("status", 101)  # 101: websocket.accept
-                message["headers"] = [*message.get("headers", ()), *self.extra]
                 if self.status >= 500 and self.hold:
                     self.held = [message]
                     return
+            elif kind in _STARTS:  # a WebSocket accepted, or its handshake refused
+                self._started(kind)
+                self.status = message.get("status", 101)  # 101: websocket.accept
+                message["headers"] = [*message.get("headers", ()), *self.extra]
             elif self.held is not None:
+                if kind == "http.response.body":
+                    self.complete = not message.get("more_body", False)
                 self.held.append(message)
                 self.held_bytes += len(message.get("body", b""))
                 if self.held_bytes <= HOLD_LIMIT:
                     return
                 await self.flush()
                 return
+            elif kind == "http.response.body":
+                if not self.status:
+                    raise BadResponse("the backend sent a body before its response start")
+                self.complete = not message.get("more_body", False)
+            elif kind == "websocket.http.response.body":
+                self.complete = not message.get("more_body", False)
             elif kind == "websocket.close" and not self.status:
                 self.status = 403  # closed before the handshake: the server answers 403
             self.sent = True
@@ -192,7 +225,8 @@ class Exchange:
 
     def start(self) -> None:
         """Start the clock on the backend call, which runs in the current task."""
-        self.loop = loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        self.dog = watchdog(loop)
         self.task = task = asyncio.current_task(loop)
         if task is not None:
             self.cancelling = task.cancelling()
@@ -201,27 +235,17 @@ class Exchange:
             self._run(loop.time() + self.limit)
 
     def _run(self, due: float) -> None:
-        """Let the clock run until `due`: the timer stays as it is unless it would fire
-        after that (a limit shorter than the one it was armed for)."""
+        """Let the clock run until `due`."""
         self.due = due
-        timer = self.timer
-        if timer is None or self.armed > due:
-            if timer is not None:
-                timer.cancel()
-            self.armed = due
-            self.timer = self.loop.call_at(due, self._fire)  # type: ignore[union-attr]
+        dog = self.dog
+        dog.watched.add(self)  # type: ignore[union-attr]
+        if due < dog.armed:  # type: ignore[union-attr]
+            dog.arm(due)  # type: ignore[union-attr]
 
-    def _fire(self) -> None:
-        self.timer = None
-        due = self.due
-        if not self.timing or due is None:
-            return  # stopped; or paused, and resuming arms the timer again
-        if due > self.armed:  # paused and resumed since it was armed: time is left
-            self.armed = due
-            self.timer = self.loop.call_at(due, self._fire)  # type: ignore[union-attr]
-            return
+    def expire(self) -> None:
+        """The deadline passed (the watchdog says so): cancel the call."""
+        self._stop()
         self.expired = True
-        self.timing = False
         if self.task is not None:
             self.task.cancel()
 
@@ -246,20 +270,20 @@ class Exchange:
             return
         self.paused -= 1
         if not self.paused and self.limit is not None:
-            self._run(self.loop.time() + self.limit)  # type: ignore[union-attr]
+            self._run(self.dog.loop.time() + self.limit)  # type: ignore[union-attr]
 
     def _stop(self) -> None:
         self.timing = False
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.due = None
+        self.dog.watched.discard(self)  # type: ignore[union-attr]
 
     def end(self) -> bool:
         """The call is over: stop the clock. If it ran out, withdraw the cancellation it
         sent the task (once), and say whether that was the task's only one: if it was,
         a `CancelledError` was the clock's doing; if not, the task is being cancelled
         besides (server shutdown), as `asyncio.timeout` tells them apart."""
-        self._stop()
+        if self.timing:
+            self._stop()
         task = self.task
         if task is None or not self.expired:
             return False

@@ -25,16 +25,23 @@ def request_id_of(scope: Scope) -> tuple[str, bool]:
     return f"{random.getrandbits(128):032x}", False
 
 
-def with_request_id(scope: Scope) -> tuple[str, Scope]:
-    """The request id, and the scope a backend sees: with the client's own id, or
-    with the gateway's instead of none or of one not fit to pass on."""
-    request_id, from_client = request_id_of(scope)
-    if not from_client:
-        scope = dict(scope)
-        headers = [h for h in scope["headers"] if h[0] != REQUEST_ID]
-        headers.append((REQUEST_ID, request_id.encode()))
-        scope["headers"] = headers
-    return request_id, scope
+def with_request_id(scope: Scope) -> tuple[str, bytes]:
+    """The request id (as text and as bytes), in the scope's headers from now on: the
+    client's own, or the gateway's instead of none or of one not fit to pass on. The
+    scope is the gateway's to change (the server's, for this request): each backend
+    call gets a copy of its own."""
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    for name, value in headers:
+        if name == REQUEST_ID:
+            if _VALID_REQUEST_ID.match(value):
+                return value.decode("ascii"), value
+            headers = [h for h in headers if h[0] != REQUEST_ID]
+            break
+    # Unique, not secret: no system call per request as uuid4's urandom makes.
+    request_id = f"{random.getrandbits(128):032x}"
+    encoded = request_id.encode()
+    scope["headers"] = [*headers, (REQUEST_ID, encoded)]
+    return request_id, encoded
 
 
 # RFC 9110 5.1: the characters of a token (a field name). The table maps each of them

@@ -32,6 +32,7 @@ import re
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -45,6 +46,7 @@ from prometheus_client import (
 from prometheus_client import multiprocess as prom_multiprocess
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.values import MutexValue
 
 from gateway.errors import FAILURE_KINDS
 from gateway.routefile.model import HTTP_METHODS
@@ -64,24 +66,35 @@ Weights = Callable[[], Iterable[tuple[str, str, float]]]
 class RouteMetrics:
     """The label children one (route, backend) pair writes to, resolved up front.
 
-    A request writes through prometheus-client's value objects of those children,
+    A request writes to prometheus-client's value objects of those children,
     bound here once: the public `inc()` and `observe()` check on every call what
     cannot change after a child exists (that it has its labels, that the amount is
     positive), and the histogram finds its bucket in a Python loop. The values are
     the same ones the public methods write, so a scrape sees the same figures.
+
+    In one process (`direct`), a value is a float behind a lock, so that threads
+    may write it together. Every write of the request path's values is made in
+    the event loop's thread (the request path is their only writer), so the
+    request path adds to the float itself, without the lock: a scrape, which
+    reads in another thread, sees the figure before or after an addition, as it
+    would with the lock. In multiprocess mode a value is a file: written through
+    its own `inc()`.
+
     These are internals: pyproject.toml bounds prometheus-client's version so that
     a release that changes them fails the install, not production (tests/test_metrics.py
-    reads the figures back through the exposition).
+    reads the figures back through the exposition and compares them with the
+    public methods').
     """
 
     __slots__ = (
         "_bounds",
         "_buckets",
         "_by_status",
+        "_direct",
         "_fallbacks",
+        "_in_flight",
         "_requests",
         "_sum",
-        "add_in_flight",
         "backend",
         "duration",
         "errors",
@@ -96,14 +109,14 @@ class RouteMetrics:
         self._fallbacks = metrics.fallbacks
         self.duration = metrics.duration.labels(route, backend)
         self._bounds = self.duration._upper_bounds
-        self._buckets = [bucket.inc for bucket in self.duration._buckets]
-        self._sum = self.duration._sum.inc
+        self._buckets: list[Any] = list(self.duration._buckets)
+        self._sum: Any = self.duration._sum
         self.in_flight = metrics.in_flight.labels(backend)
-        # add_in_flight(1) when a request starts, add_in_flight(-1) when it ends.
-        self.add_in_flight: Callable[[float], None] = self.in_flight._value.inc
-        # inc(amount) of the requests counter's child, per (method, status) seen (a
-        # method of the label set only).
-        self._by_status: dict[tuple[str, int], Callable[[float], None]] = {}
+        self._in_flight: Any = self.in_flight._value
+        self._direct = type(self._in_flight) is MutexValue
+        # The requests counter child's value, per (method, status) seen (a method of
+        # the label set only).
+        self._by_status: dict[tuple[str, int], Any] = {}
         # Created up front, so that the first failure of a kind is a visible increase.
         self.errors = {
             kind: metrics.backend_errors.labels(route, backend, kind) for kind in FAILURE_KINDS
@@ -113,20 +126,44 @@ class RouteMetrics:
         """A request of this route replayed here after `source` failed."""
         self._fallbacks.labels(self.route, source, self.backend).inc()
 
+    def began(self) -> None:
+        """A request started on this backend."""
+        if self._direct:
+            self._in_flight._value += 1
+        else:
+            self._in_flight.inc(1)
+
+    def ended(self) -> None:
+        """A request this backend was serving ended."""
+        if self._direct:
+            self._in_flight._value -= 1
+        else:
+            self._in_flight.inc(-1)
+
     def observe(self, method: str, status: int, seconds: float) -> None:
-        inc = self._by_status.get((method, status))
-        if inc is None:
-            label = method if method in _METHODS else "OTHER"
-            child = self._requests.labels(self.route, self.backend, label, str(status))
-            inc = child._value.inc
-            if label is method:
-                # Only a method of the label set is kept: a client may name endlessly
-                # many others (h11 takes any token), and each would stay here.
-                self._by_status[(method, status)] = inc
-        inc(1)
-        self._sum(seconds)
+        """A request answered with `status` after `seconds`."""
+        count = self._by_status.get((method, status))
+        if count is None:
+            count = self._count(method, status)
         # The first bucket whose upper bound is at least `seconds` (the last is +Inf).
-        self._buckets[bisect_left(self._bounds, seconds)](1)
+        bucket = self._buckets[bisect_left(self._bounds, seconds)]
+        if self._direct:
+            count._value += 1
+            self._sum._value += seconds
+            bucket._value += 1
+        else:
+            count.inc(1)
+            self._sum.inc(seconds)
+            bucket.inc(1)
+
+    def _count(self, method: str, status: int) -> Any:
+        label = method if method in _METHODS else "OTHER"
+        count = self._requests.labels(self.route, self.backend, label, str(status))._value
+        if label is method:
+            # Only a method of the label set is kept: a client may name endlessly
+            # many others (h11 takes any token), and each would stay here.
+            self._by_status[(method, status)] = count
+        return count
 
 
 class Metrics:

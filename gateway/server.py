@@ -148,6 +148,7 @@ def serve(settings: Settings) -> int:
         # uvicorn's protocol with the head limits it lacks (gateway.protocol); the
         # concurrency limit is the app's own (gateway.concurrency).
         http="gateway.protocol:GatewayProtocol",
+        interface="asgi3",  # said, not guessed: Gateway.__call__ returns its coroutine
         proxy_headers=False,
         server_header=False,
     )

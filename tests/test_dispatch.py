@@ -6,8 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+import uvicorn
+from starlette._utils import is_async_callable
 from starlette.websockets import WebSocketDisconnect
 
+from gateway.app import Gateway
+from gateway.settings import Settings
 from tests import apps
 from tests.harness import TEST_BACKENDS, gateway_client, write_routes
 
@@ -194,3 +198,15 @@ def test_backend_whose_startup_fails_keeps_the_gateway_from_starting(tmp_path: P
         gateway_client(path),
     ):
         pass
+
+
+def test_servers_and_frameworks_take_the_gateway_for_an_asgi3_app(routes: Path) -> None:
+    """`Gateway.__call__` returns the coroutine that serves the request rather than
+    being one: it is marked, so uvicorn's interface detection and Starlette's check
+    still see an ASGI 3 app (uvicorn would otherwise call it as an ASGI 2 app)."""
+    gateway = Gateway(Settings(config=str(routes)))
+    config = uvicorn.Config(app=gateway, interface="auto", proxy_headers=False)
+    config.load()
+    assert config.interface == "asgi3"
+    assert config.loaded_app is gateway
+    assert is_async_callable(gateway)

@@ -209,9 +209,9 @@ def test_durations_fall_in_the_buckets_prometheus_client_puts_them_in() -> None:
     for seconds in durations:
         route.observe("GET", 200, seconds)
         reference.labels("r", "new").observe(seconds)
-    route.add_in_flight(1)
-    route.add_in_flight(1)
-    route.add_in_flight(-1)
+    route.began()
+    route.began()
+    route.ended()
 
     def histogram(text: bytes) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
         return {
