@@ -1,0 +1,109 @@
+"""How the gateway calls a WSGI app and relays its answer (`gateway.wsgi_call`), and
+how a backend's threads are shared (`gateway.wsgi`): through a real server."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.app import Gateway
+from gateway.settings import Settings
+from tests import wsgi_call_apps
+from tests.harness import ThreadServer, write_routes
+
+ROUTES = """\
+version: 1
+backends:
+  legacy: {wsgi: "tests.wsgi_call_apps:app", threads: 1, timeout: 10}
+default: legacy
+routes:
+  - {id: hold, path: /hold, backend: legacy, timeout: 0.5}
+"""
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    routes = write_routes(tmp_path_factory.mktemp("wsgi_call"), ROUTES)
+    with ThreadServer(Gateway(Settings(config=str(routes), wsgi_wait=10))) as server:
+        yield server.url
+
+
+def test_chunks_and_close(url: str) -> None:
+    r = httpx.get(url + "/plain", timeout=10)
+    assert (r.status_code, r.text) == (200, "one two")
+    assert "/plain" in wsgi_call_apps.closed
+
+
+def test_an_empty_body_still_sends_the_start(url: str) -> None:
+    r = httpx.get(url + "/empty", timeout=10)
+    assert (r.status_code, r.headers["x-empty"], r.content) == (204, "yes", b"")
+    assert "/empty" in wsgi_call_apps.closed
+
+
+def test_the_write_callable_comes_before_the_iterable(url: str) -> None:
+    r = httpx.get(url + "/write", timeout=10)
+    assert (r.status_code, r.text) == (201, "written and returned")
+
+
+def test_exc_info_replaces_a_start_that_has_not_gone_out(url: str) -> None:
+    r = httpx.get(url + "/replaced", timeout=10)
+    assert (r.status_code, r.headers["x-why"], r.text) == (500, "late", "replaced")
+
+
+def test_a_failure_before_the_first_byte_gets_the_gateways_answer(url: str) -> None:
+    r = httpx.get(url + "/fails-before-body", timeout=10)
+    assert r.status_code == 500
+    assert r.json()["kind"] == "exception"
+    assert r.json()["request_id"] == r.headers["x-request-id"]
+
+
+def test_a_failure_mid_body_cuts_the_answer_short(url: str) -> None:
+    with pytest.raises(httpx.RemoteProtocolError):
+        httpx.get(url + "/fails-mid-body", timeout=10)
+    assert httpx.get(url + "/plain", timeout=10).status_code == 200  # the thread is back
+
+
+def test_many_chunks_reach_a_slow_reader_whole_and_in_order(url: str) -> None:
+    with httpx.stream("GET", url + "/many", timeout=10) as r:
+        received = b""
+        for part in r.iter_raw(64):
+            received += part
+            time.sleep(0.001)
+    assert received == b"".join(b"%03d\n" % i for i in range(200))
+
+
+def test_a_request_waits_for_the_thread_and_gets_it_when_it_frees(url: str) -> None:
+    """One thread: the second request waits (within --wsgi-wait) while a first holds
+    it past the first one's timeout, and gets the thread when the app returns; a third,
+    sent later, is served after it (first come, first served)."""
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        started = time.monotonic()
+        held = pool.submit(httpx.get, url + "/hold", timeout=10)
+        time.sleep(0.2)
+        second = pool.submit(httpx.get, url + "/write", timeout=10)
+        time.sleep(0.2)
+        third = pool.submit(httpx.get, url + "/plain", timeout=10)
+        assert held.result().status_code == 504  # its timeout, the thread still taken
+        assert second.result().status_code == 201
+        assert time.monotonic() - started >= wsgi_call_apps.HOLD_SECONDS
+        assert third.result().status_code == 200
+
+
+def test_a_wait_past_wsgi_wait_is_a_503_and_leaves_the_queue(tmp_path: Path) -> None:
+    routes = write_routes(tmp_path, ROUTES)
+    with ThreadServer(Gateway(Settings(config=str(routes), wsgi_wait=0.3))) as server:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            held = pool.submit(httpx.get, server.url + "/hold", timeout=10)
+            time.sleep(0.2)
+            busy = httpx.get(server.url + "/plain", timeout=10)
+            assert busy.status_code == 503
+            assert busy.json()["kind"] == "busy"
+            assert held.result().status_code == 504
+        # The request that gave up waiting holds no place: the freed thread serves.
+        time.sleep(wsgi_call_apps.HOLD_SECONDS)
+        assert httpx.get(server.url + "/plain", timeout=10).status_code == 200
