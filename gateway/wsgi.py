@@ -1,5 +1,6 @@
-"""In-process WSGI backends: each app on a thread pool of its own (one request's
-call of the app, and its answer's way back to the loop, are `gateway.wsgi_call`).
+"""In-process WSGI backends: each app on a thread pool of its own
+(`gateway.wsgi_pool`); one request's call of the app, and its answer's way back
+to the loop, are `gateway.wsgi_call`.
 
 A WSGI app holds a thread for as long as it runs, body reading included, so a
 thread is the scarce resource one client could take from the others. As nginx
@@ -17,8 +18,7 @@ upload). Werkzeug reads none without it.
 Each backend has its own pool (`threads:`, else `--wsgi-threads`), so one slow
 app cannot take another's threads, and a request waits at most
 `WSGIOptions.wait` seconds for a free one, then gets a JSON 503. A thread counts
-as taken until the app has returned on it, even when the gateway stopped waiting
-for it (a timeout): a hung handler keeps its thread, and the pool knows it.
+as taken until the app has returned on it, even after a timeout.
 
 The shared login (`gateway.session`) opens and saves this app's sessions on the
 same pool, the same way (`run`): a session store is the app's to reach, with the
@@ -31,20 +31,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from a2wsgi.wsgi import Body, build_environ
 
-from gateway.errors import BackendBusy
 from gateway.http import has_body
 from gateway.routefile.loading import import_target
 from gateway.routefile.model import BackendSpec
 from gateway.types import Message, Receive, Scope, Send
 from gateway.wsgi_call import WSGICall
+from gateway.wsgi_pool import ThreadPool
 
 T = TypeVar("T")
 
@@ -68,14 +66,13 @@ class WSGIBackend:
         self.threads = spec.threads or options.threads
         self.buffer = options.buffer
         self.wait = options.wait
-        self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix=f"wsgi-{spec.name}")
-        self._free = _FreeThreads(self.threads)
+        self.pool = ThreadPool(self.threads, f"wsgi-{spec.name}")
 
     async def start(self) -> None:
-        pass
+        pass  # the threads start as requests need them
 
     async def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.pool.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         for name, _ in scope["headers"]:  # a loop, not any(): no generator per request
@@ -91,9 +88,9 @@ class WSGIBackend:
             if preloaded is None:
                 return  # the body ended early (client gone, or cut by a limit): no thread
             receive = preloaded
-        free = self._free
-        if not free.take_now():
-            await free.take(self.wait)
+        pool = self.pool
+        if not pool.take_now():
+            await pool.take(self.wait)
         try:
             loop = asyncio.get_running_loop()
             body = Body(loop, receive)  # type: ignore[arg-type]
@@ -103,84 +100,46 @@ class WSGIBackend:
             environ["wsgi.input_terminated"] = True
             if scope.get("root_path"):
                 _mount(environ, scope)
-            call = WSGICall(self.app, environ, loop, free.release)
+            call = WSGICall(self.app, environ, loop, pool.release)
             # The app sees the request's context variables, as a2wsgi gives them.
-            self.executor.submit(contextvars.copy_context().run, call.run)
+            pool.submit(contextvars.copy_context().run, call.run)
         except BaseException:
-            free.release()
+            pool.release()
             raise
         await call.relay(send)
 
     async def run(self, fn: Callable[..., T], /, *args: Any) -> T:
         """`fn(*args)` on one of the app's threads, taken as a request takes one
         (`gateway.session` opens and saves the app's sessions with it)."""
-        free = self._free
-        if not free.take_now():
-            await free.take(self.wait)
+        pool = self.pool
+        if not pool.take_now():
+            await pool.take(self.wait)
         loop = asyncio.get_running_loop()
+        answer: asyncio.Future[T] = loop.create_future()
 
-        def done(_: Future[T]) -> None:  # fn returned, or will never run: the thread is free
-            with contextlib.suppress(RuntimeError):  # the loop closed: nothing to free
-                loop.call_soon_threadsafe(free.release)
+        def job() -> None:  # on the thread: fn's outcome to the loop, the thread back
+            try:
+                outcome: tuple[T | None, BaseException | None] = (fn(*args), None)
+            except BaseException as exc:
+                outcome = (None, exc)
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                loop.call_soon_threadsafe(settle, *outcome)
 
-        try:
-            future = self.executor.submit(fn, *args)
-        except BaseException:
-            free.release()
-            raise
-        future.add_done_callback(done)
-        return await asyncio.wrap_future(future)
-
-
-class _FreeThreads:
-    """How many of a pool's threads are taken, and the requests waiting for one, first
-    come first served. In the loop only. A thread counts as taken until the app has
-    returned on it, even when its request stopped waiting for it (a timeout): a hung
-    handler keeps its thread, and the pool knows it."""
-
-    __slots__ = ("size", "taken", "waiters")
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.taken = 0
-        self.waiters: deque[asyncio.Future[None]] = deque()
-
-    def take_now(self) -> bool:
-        """Take a free thread if there is one and nobody waits for it before us."""
-        if self.taken < self.size and not self.waiters:
-            self.taken += 1
-            return True
-        return False
-
-    async def take(self, wait: float) -> None:
-        """Take the next free thread, waited for at most `wait` seconds, else
-        `BackendBusy`."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiters.append(waiter)
-        try:
-            async with asyncio.timeout(wait):
-                await waiter
-        except BaseException as exc:
-            if waiter.done() and not waiter.cancelled():
-                self.release()  # handed a thread as the wait ended: the next one's
+        def settle(result: T | None, error: BaseException | None) -> None:
+            pool.release()
+            if answer.cancelled():
+                return  # the caller stopped waiting: the thread was still taken till now
+            if error is not None:
+                answer.set_exception(error)
             else:
-                waiter.cancel()
-                with contextlib.suppress(ValueError):
-                    self.waiters.remove(waiter)
-            if isinstance(exc, TimeoutError):
-                reason = f"no free thread of {self.size} within {wait:g}s"
-                raise BackendBusy(reason) from None
-            raise
+                answer.set_result(result)  # type: ignore[arg-type]
 
-    def release(self) -> None:
-        """A thread is free: to the first request still waiting, else back to the pool."""
-        waiters = self.waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self.taken -= 1
+        try:
+            pool.submit(job)
+        except BaseException:
+            pool.release()
+            raise
+        return await answer
 
 
 def _mount(environ: dict[str, Any], scope: Scope) -> None:
