@@ -135,9 +135,9 @@ class WSGICall:
                     close()
         except BaseException as exc:
             self.error = exc
-            self._end(())
+            self._end(False)
         else:
-            self._end(({"type": "http.response.body", "body": b""},))
+            self._end(True)
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -173,16 +173,26 @@ class WSGICall:
             start = self._start
             self._put((message,) if start is None else (start, message))
 
-    def _end(self, last: tuple[Message, ...]) -> None:
-        """The app returned: its last messages (the response start, if it never went
-        out, and the end of the body), and the thread back to the pool."""
-        if not self._started and self._start is not None and last:
+    def _end(self, answered: bool) -> None:
+        """The app returned (`answered`: without raising): the end of its body, with
+        the response start if it never went out, and the thread back to the pool."""
+        start = None
+        if answered and not self._started:
             self._started = True
-            last = (self._start, *last)
+            start = self._start
         with self._lock:
             abandoned = self._abandoned
             if not abandoned:
-                self._messages.extend(last)
+                messages = self._messages
+                if answered:
+                    if messages and start is None:
+                        # The last chunk has not gone out yet: it ends the body, one
+                        # message less to send (the client gets the same bytes).
+                        messages[-1]["more_body"] = False
+                    else:
+                        if start is not None:
+                            messages.append(start)
+                        messages.append({"type": "http.response.body", "body": b""})
                 self._returned = True
                 waiter, self._waiter = self._waiter, None
         if abandoned:
