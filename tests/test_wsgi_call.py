@@ -4,6 +4,8 @@ how a backend's threads are shared (`gateway.wsgi`): through a real server."""
 from __future__ import annotations
 
 import concurrent.futures
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 from gateway.app import Gateway
 from gateway.settings import Settings
 from tests import wsgi_call_apps
-from tests.harness import ThreadServer, write_routes
+from tests.harness import GatewayProcess, ThreadServer, write_routes
 
 ROUTES = """\
 version: 1
@@ -23,6 +25,7 @@ backends:
 default: legacy
 routes:
   - {id: hold, path: /hold, backend: legacy, timeout: 0.5}
+  - {id: hung, path: /hung, backend: legacy, timeout: 0.5}
 """
 
 
@@ -107,3 +110,18 @@ def test_a_wait_past_wsgi_wait_is_a_503_and_leaves_the_queue(tmp_path: Path) -> 
         # The request that gave up waiting holds no place: the freed thread serves.
         time.sleep(wsgi_call_apps.HOLD_SECONDS)
         assert httpx.get(server.url + "/plain", timeout=10).status_code == 200
+
+
+def test_a_hung_handler_does_not_hold_up_the_exit(tmp_path: Path) -> None:
+    """Its request timed out long ago; SIGTERM still ends the gateway at once, with the
+    handler still running on its thread."""
+    with GatewayProcess(write_routes(tmp_path, ROUTES)) as gateway:
+        assert gateway.proc is not None
+        assert httpx.get(gateway.url + "/hung", timeout=10).status_code == 504
+        started = time.monotonic()
+        gateway.proc.send_signal(signal.SIGTERM)
+        try:
+            assert gateway.proc.wait(30) == 0
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"gateway still running 30s after SIGTERM:\n{gateway.log()}")
+        assert time.monotonic() - started < wsgi_call_apps.HUNG_SECONDS

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 HOLD_SECONDS = 1.5  # how long `/hold` keeps its thread
+HUNG_SECONDS = 300.0  # how long `/hung` keeps its thread: longer than any test waits
 closed: list[str] = []  # the paths whose iterable the server closed, in this process
 
 
@@ -33,6 +34,8 @@ def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     path = environ["PATH_INFO"]
     if path == "/hold":
         time.sleep(HOLD_SECONDS)
+    if path == "/hung":
+        time.sleep(HUNG_SECONDS)
     if path == "/write":  # the old write() callable, then the iterable
         write = start_response("201 Created", [("Content-Type", "text/plain")])
         write(b"written ")
