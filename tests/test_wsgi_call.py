@@ -3,18 +3,24 @@ how a backend's threads are shared (`gateway.wsgi`): through a real server."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import contextlib
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from gateway.app import Gateway
 from gateway.settings import Settings
+from gateway.types import Message
+from gateway.wsgi_call import QUEUE, WSGICall
 from tests import wsgi_call_apps
 from tests.harness import GatewayProcess, ThreadServer, write_routes
 
@@ -125,3 +131,66 @@ def test_a_hung_handler_does_not_hold_up_the_exit(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             pytest.fail(f"gateway still running 30s after SIGTERM:\n{gateway.log()}")
         assert time.monotonic() - started < wsgi_call_apps.HUNG_SECONDS
+
+
+class Endless:
+    """A WSGI app that streams 100 chunks as fast as it is let, counting them."""
+
+    def __init__(self) -> None:
+        self.produced = 0
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [])
+        for _ in range(100):
+            self.produced += 1
+            yield b"x"
+
+
+async def slow_client(app: Endless, stop: bool) -> tuple[list[Message], list[bool], int]:
+    """Relay `app`'s answer to a client that stops reading after its first chunk, for
+    half a second: then reads on, or (`stop`) leaves (the relay is cancelled). What
+    the client got, the thread's releases, and how many chunks the app had produced
+    by then."""
+    loop = asyncio.get_running_loop()
+    released: list[bool] = []
+    call = WSGICall(app, {}, loop, lambda: released.append(True))
+    reading = asyncio.Event()
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+        if len(sent) == 2:
+            await reading.wait()
+
+    thread = threading.Thread(target=call.run)
+    thread.start()
+    relay = asyncio.ensure_future(call.relay(send))
+    await asyncio.sleep(0.5)
+    produced = app.produced
+    if stop:
+        relay.cancel()
+    else:
+        reading.set()
+    with contextlib.suppress(asyncio.CancelledError):
+        await relay
+    await asyncio.to_thread(thread.join, 10)
+    await asyncio.sleep(0.1)  # the thread's own release, through the loop
+    return sent, released, produced
+
+
+def test_a_thread_runs_at_most_a_queue_ahead_of_a_slow_client() -> None:
+    app = Endless()
+    sent, released, produced = asyncio.run(slow_client(app, stop=False))
+    assert QUEUE <= produced <= 2 * QUEUE  # it waited for the client, then went on
+    assert b"".join(m.get("body", b"") for m in sent) == b"x" * 100
+    assert sent[-1].get("more_body", False) is False
+    assert released == [True]
+
+
+def test_a_client_gone_mid_stream_frees_the_waiting_thread_once() -> None:
+    app = Endless()
+    sent, released, produced = asyncio.run(slow_client(app, stop=True))
+    assert produced <= 2 * QUEUE
+    assert app.produced == 100  # the app ran to its end, its chunks dropped
+    assert len(sent) == 2
+    assert released == [True]
