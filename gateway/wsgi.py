@@ -45,6 +45,9 @@ from gateway.wsgi_call import WSGICall
 from gateway.wsgi_pool import ThreadPool
 
 T = TypeVar("T")
+# An int: `int in bytes` is a plain byte search, where `bytes in bytes` first fails
+# to read the needle as an int (a TypeError made and dropped per header).
+_UNDERSCORE = ord("_")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +79,11 @@ class WSGIBackend:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         for name, _ in scope["headers"]:  # a loop, not any(): no generator per request
-            if b"_" in name:
+            if _UNDERSCORE in name:
                 # As gunicorn does: `X_Forwarded_For` would become the same HTTP_* key
                 # as `X-Forwarded-For`, a way for a client to pass for a header that a
                 # proxy in front set. A name with an underscore never reaches the app.
-                headers = [(n, value) for n, value in scope["headers"] if b"_" not in n]
+                headers = [(n, v) for n, v in scope["headers"] if _UNDERSCORE not in n]
                 scope = {**scope, "headers": headers}
                 break
         if has_body(scope):
