@@ -36,14 +36,13 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from a2wsgi.wsgi import build_environ
-
 from gateway.backends import ASGIBackend, Backend
 from gateway.errors import BackendBusy
 from gateway.routefile.model import BackendSpec
 from gateway.session_header import DEFAULT_HEADER, KEY_ENV, BadSessionHeader, sign, verify
 from gateway.types import ASGIApp, Headers, Message, Receive, Scope, Send
 from gateway.wsgi import WSGIBackend
+from gateway.wsgi_environ import environ_of
 
 log = logging.getLogger("gateway.session")
 
@@ -89,12 +88,12 @@ class FlaskSession:
         return any(n == b"cookie" and self._cookie in v for n, v in scope["headers"])
 
     def _environ(self, scope: Scope) -> dict[str, Any]:
-        # The environ the WSGI backend itself would be given (a2wsgi's), without a body.
+        # The environ the WSGI backend itself would be given, without a body.
         # A WebSocket handshake is a GET (its scope need not name an HTTP version).
         http = (
             scope if scope["type"] == "http" else {"http_version": "1.1", **scope, "method": "GET"}
         )
-        return dict(build_environ(http, io.BytesIO()))  # type: ignore[arg-type]
+        return environ_of(http, io.BytesIO(), self.backend.script_name)
 
     async def read(self, scope: Scope) -> dict[str, Any] | None:
         """The request's session (None: anonymous)."""

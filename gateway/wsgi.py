@@ -1,6 +1,7 @@
 """In-process WSGI backends: each app on a thread pool of its own
 (`gateway.wsgi_pool`); one request's call of the app, and its answer's way back
-to the loop, are `gateway.wsgi_call`.
+to the loop, are `gateway.wsgi_call`; its environ is `gateway.wsgi_environ`'s
+(with a2wsgi's `wsgi.input` stream).
 
 A WSGI app holds a thread for as long as it runs, body reading included, so a
 thread is the scarce resource one client could take from the others. As nginx
@@ -9,11 +10,6 @@ first, up to `WSGIOptions.buffer` bytes, and only then is a thread taken: a
 client that stalls its upload stalls in the loop, where it costs nothing, and
 `--body-timeout` ends it there. A larger body streams to the thread as it comes
 (still bounded by `--body-timeout`).
-
-The environ is a2wsgi's (its `build_environ` and `wsgi.input` stream) plus
-`wsgi.input_terminated`, as gunicorn sets it: the server ends `wsgi.input` at
-the end of the body, so an app may read a body of unknown length (a chunked
-upload). Werkzeug reads none without it.
 
 Each backend has its own pool (`threads:`, else `--wsgi-threads`), so one slow
 app cannot take another's threads, and a request waits at most
@@ -35,13 +31,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from a2wsgi.wsgi import Body, build_environ
+from a2wsgi.wsgi import Body
 
 from gateway.http import has_body
 from gateway.routefile.loading import import_target
 from gateway.routefile.model import BackendSpec
 from gateway.types import Message, Receive, Scope, Send
 from gateway.wsgi_call import WSGICall
+from gateway.wsgi_environ import environ_of, process_script_name
 from gateway.wsgi_pool import ThreadPool
 
 T = TypeVar("T")
@@ -70,6 +67,7 @@ class WSGIBackend:
         self.buffer = options.buffer
         self.wait = options.wait
         self.pool = ThreadPool(self.threads, f"wsgi-{spec.name}")
+        self.script_name = process_script_name()  # where no route prefix says otherwise
 
     async def start(self) -> None:
         pass  # the threads start as requests need them
@@ -97,12 +95,7 @@ class WSGIBackend:
         try:
             loop = asyncio.get_running_loop()
             body = Body(loop, receive)  # type: ignore[arg-type]
-            environ: dict[str, Any] = build_environ(scope, body)  # type: ignore[arg-type,assignment]
-            # As gunicorn says: `wsgi.input` ends where the body does (a2wsgi's stream
-            # does), so an app may read a body of unknown length (a chunked upload).
-            environ["wsgi.input_terminated"] = True
-            if scope.get("root_path"):
-                _mount(environ, scope)
+            environ = environ_of(scope, body, self.script_name)
             call = WSGICall(self.app, environ, loop, pool.release)
             # The app sees the request's context variables, as a2wsgi gives them.
             pool.submit(contextvars.copy_context().run, call.run)
@@ -143,22 +136,6 @@ class WSGIBackend:
             pool.release()
             raise
         return await answer
-
-
-def _mount(environ: dict[str, Any], scope: Scope) -> None:
-    """The app as mounted under the scope's `root_path` (`gateway.prefix`): the mount
-    point is `SCRIPT_NAME`, the rest `PATH_INFO`, as a WSGI server mounting an app there
-    says. Set here, not left to a2wsgi: its releases differ on whether `path` includes
-    the root path, and it lets a `SCRIPT_NAME` in the process's environment override it."""
-    root: str = scope["root_path"]
-    environ["SCRIPT_NAME"] = _wsgi_str(root)
-    # gateway.prefix: the path starts with the root path.
-    environ["PATH_INFO"] = _wsgi_str(scope["path"][len(root) :])
-
-
-def _wsgi_str(text: str) -> str:
-    # PEP 3333: environ strings carry the path's bytes, each as one latin-1 character.
-    return text.encode("utf-8").decode("latin-1")
 
 
 async def _preload(receive: Receive, limit: int) -> Receive | None:
