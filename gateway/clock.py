@@ -75,13 +75,17 @@ class Watchdog:
 
 
 _watchdogs: dict[asyncio.AbstractEventLoop, Watchdog] = {}
+last: Watchdog | None = None  # the one `watchdog()` gave last: nearly always the one wanted
 
 
 def watchdog(loop: asyncio.AbstractEventLoop) -> Watchdog:
-    """The watchdog of `loop` (a process may run several loops: embedded, in tests)."""
+    """The watchdog of `loop` (a process may run several loops: embedded, in tests).
+    A caller on the request path looks at `last` first."""
+    global last
     dog = _watchdogs.get(loop)
     if dog is None:
         for old in [known for known in _watchdogs if known.is_closed()]:
             del _watchdogs[old]
         dog = _watchdogs[loop] = Watchdog(loop)
+    last = dog
     return dog

@@ -38,7 +38,7 @@ from gateway.answer import deliver, end_cut_short, log_fallback
 from gateway.bodies import BodyGuard, BodyRecorder, Captured
 from gateway.errors import BackendError, BackendFailure
 from gateway.exchange import Exchange, Outcome
-from gateway.http import has_body, with_request_id
+from gateway.http import BODY, survey
 from gateway.routefile.model import IDEMPOTENT_METHODS
 from gateway.table import Plan, Route
 from gateway.types import Receive, Scope, Send
@@ -85,10 +85,10 @@ async def serve(route: Route, scope: Scope, receive: Receive, send: Send, door: 
     cut are kept here."""
     door.in_flight += 1
     try:
-        request_id, encoded_id = with_request_id(scope)
-        todo = plan(route, scope)
+        request_id = survey(scope)
+        todo = route.fixed or plan(route, scope)
         client = None
-        if scope["type"] == "http" and has_body(scope):
+        if scope[BODY] and scope["type"] == "http":
             limits = todo.target
             client = BodyGuard(receive, scope, limits.max_body, limits.body_timeout)
             receive = client.receive
@@ -99,7 +99,7 @@ async def serve(route: Route, scope: Scope, receive: Receive, send: Send, door: 
             receive = recorder.receive
         capture = Captured() if todo.shadower is not None else None
         hold = todo.fallback is not None
-        exchange = Exchange(todo.target, send, encoded_id, capture, client, hold)
+        exchange = Exchange(todo.target, send, request_id, capture, client, hold)
         # The first call inline, not through `_attempt`: a coroutine frame less to
         # resume at every suspension of the request.
         started = _open(exchange)
@@ -122,15 +122,15 @@ async def serve(route: Route, scope: Scope, receive: Receive, send: Send, door: 
         if fallback is not None and exchange.outcome is Outcome.FAILED and not exchange.sent:
             replay = recorder.replay() if recorder is not None else None
             if replay is not None:
-                log_fallback(route, exchange, fallback, request_id)
+                log_fallback(route, exchange, fallback, request_id.decode())
                 exchange.discard()
                 replaced = exchange
-                exchange = Exchange(fallback, send, encoded_id, guard=client)
+                exchange = Exchange(fallback, send, request_id, guard=client)
                 await _attempt(exchange, scope, replay, replaced)
         # Only a held answer, a failure, a cut or a client gone (which need a body, so a
         # guard) leave anything to deliver: the backend's answer went out as it came.
         if exchange.held is not None or exchange.failure is not None or client is not None:
-            await deliver(route, scope, exchange, request_id)
+            await deliver(route, scope, exchange, request_id.decode())
         # Compare only what the target itself answered (a 5xx included), not a failure,
         # a fallback's answer or an abandoned request.
         shadower = todo.shadower

@@ -27,6 +27,7 @@ import asyncio
 import enum
 from collections.abc import Awaitable
 
+from gateway import clock
 from gateway.bodies import BodyGuard, Captured
 from gateway.clock import Watchdog, watchdog
 from gateway.errors import BackendFailure, BackendTimeout, BadResponse, RequestCut
@@ -226,13 +227,19 @@ class Exchange:
     def start(self) -> None:
         """Start the clock on the backend call, which runs in the current task."""
         loop = asyncio.get_running_loop()
-        self.dog = watchdog(loop)
+        dog = clock.last
+        if dog is None or dog.loop is not loop:
+            dog = watchdog(loop)
+        self.dog = dog
         self.task = task = asyncio.current_task(loop)
         if task is not None:
             self.cancelling = task.cancelling()
         self.timing = True
-        if self.limit is not None:
-            self._run(loop.time() + self.limit)
+        if self.limit is not None:  # _run(), spelled out: every request starts a clock
+            self.due = due = loop.time() + self.limit
+            dog.watched.add(self)
+            if due < dog.armed:
+                dog.arm(due)
 
     def _run(self, due: float) -> None:
         """Let the clock run until `due`."""

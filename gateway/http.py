@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import random
 import re
+from binascii import hexlify
 from collections.abc import Sequence
 
 from gateway.types import Message, Scope, Send
 
 REQUEST_ID = b"x-request-id"
+BODY = "gateway.body"  # the scope key where `survey` notes whether the request has a body
 _VALID_REQUEST_ID = re.compile(rb"^[\x21-\x7e]{1,128}$")
 
 
@@ -25,23 +27,31 @@ def request_id_of(scope: Scope) -> tuple[str, bool]:
     return f"{random.getrandbits(128):032x}", False
 
 
-def with_request_id(scope: Scope) -> tuple[str, bytes]:
-    """The request id (as text and as bytes), in the scope's headers from now on: the
-    client's own, or the gateway's instead of none or of one not fit to pass on. The
-    scope is the gateway's to change (the server's, for this request): each backend
-    call gets a copy of its own."""
+def survey(scope: Scope) -> bytes:
+    """One pass over a request's headers for what the request path needs of them: the
+    request id, returned (the client's own, or the gateway's instead of none or of one
+    not fit to pass on) and in the scope's headers from now on; and whether the
+    request has a body, noted in the scope for `has_body`. The scope is the
+    gateway's to change (the server's, for this request): each backend call gets a
+    copy of its own."""
     headers: list[tuple[bytes, bytes]] = scope["headers"]
+    request_id = None
+    body = False
     for name, value in headers:
         if name == REQUEST_ID:
-            if _VALID_REQUEST_ID.match(value):
-                return value.decode("ascii"), value
-            headers = [h for h in headers if h[0] != REQUEST_ID]
-            break
+            if request_id is None:  # the first one decides; b"": not fit to pass on
+                request_id = value if _VALID_REQUEST_ID.match(value) else b""
+        elif name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+            body = True
+    scope[BODY] = body
+    if request_id:
+        return request_id
+    if request_id is not None:
+        headers = [h for h in headers if h[0] != REQUEST_ID]
     # Unique, not secret: no system call per request as uuid4's urandom makes.
-    request_id = f"{random.getrandbits(128):032x}"
-    encoded = request_id.encode()
-    scope["headers"] = [*headers, (REQUEST_ID, encoded)]
-    return request_id, encoded
+    request_id = hexlify(random.getrandbits(128).to_bytes(16, "big"))
+    scope["headers"] = [*headers, (REQUEST_ID, request_id)]
+    return request_id
 
 
 # RFC 9110 5.1: the characters of a token (a field name). The table maps each of them
@@ -80,6 +90,9 @@ def start_problem(message: Message) -> str | None:
 
 
 def has_body(scope: Scope) -> bool:
+    known: bool | None = scope.get(BODY)
+    if known is not None:  # noted by `survey`
+        return known
     for name, value in scope["headers"]:
         if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
             return True

@@ -51,8 +51,11 @@ def _limits() -> tuple[int, float]:
 
 
 class GatewayProtocol(HttpToolsProtocol):
+    # The base's methods are called by name, not through super(): a super object
+    # made per call, several times per request, costs more than the limits' checks.
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        HttpToolsProtocol.connection_made(self, transport)
         self.max_head, self.head_timeout = _limits()
         self._in_head = False  # between the first byte of a request and its last header
         self._idle = True  # between requests: the next byte starts a head
@@ -67,11 +70,11 @@ class GatewayProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
-        super().connection_lost(exc)
+        HttpToolsProtocol.connection_lost(self, exc)
 
     def data_received(self, data: bytes) -> None:
         counted = self._in_head or self._idle  # this read starts within a head
-        super().data_received(data)
+        HttpToolsProtocol.data_received(self, data)
         if self._in_head and not self.transport.is_closing():
             self._head_bytes += len(data) if counted else 0
             if self._head_bytes > self.max_head:
@@ -80,7 +83,7 @@ class GatewayProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         if self._refused:
             return
-        super().on_message_begin()
+        HttpToolsProtocol.on_message_begin(self)
         self._in_head = True
         self._idle = False
         self._head_bytes = 0
@@ -99,16 +102,16 @@ class GatewayProtocol(HttpToolsProtocol):
         if head > self.max_head:
             self._refuse(431, "header_too_large", "the request head is too large")
             return
-        super().on_headers_complete()
+        HttpToolsProtocol.on_headers_complete(self)
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
-            super().on_body(body)
+            HttpToolsProtocol.on_body(self, body)
 
     def on_message_complete(self) -> None:
         self._idle = True
         if not self._refused:
-            super().on_message_complete()
+            HttpToolsProtocol.on_message_complete(self)
 
     def _head_timed_out(self) -> None:
         self._head_timer = None

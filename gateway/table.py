@@ -82,10 +82,11 @@ class Plan:
     fallback: Target | None = None  # replay a failed answer here, once
     shadower: Shadower | None = None  # copy the request, compare the answers
     rollback: RollbackWatch | None = None  # the target's answers count towards a rollback
+    keeps_body: bool = field(init=False)  # the body is kept: a replay or a shadow needs it
 
-    @property
-    def keeps_body(self) -> bool:
-        return self.fallback is not None or self.shadower is not None
+    def __post_init__(self) -> None:
+        kept = self.fallback is not None or self.shadower is not None
+        object.__setattr__(self, "keeps_body", kept)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
