@@ -50,15 +50,24 @@ def _limits() -> tuple[int, float]:
     return settings.max_head, settings.head_timeout
 
 
+class _Refused:
+    """The cycle a refused connection is left with: its answer is complete, so uvicorn
+    ignores whatever the parser still calls back with (a pipelined request, a body in
+    the same read)."""
+
+    response_complete = True
+    more_body = False
+
+
 class GatewayProtocol(HttpToolsProtocol):
-    # The base's methods are called by name, not through super(): a super object
-    # made per call, several times per request, costs more than the limits' checks.
+    # The parser's callbacks are overridden only where the limits need them (the head's
+    # start and end): each override is a Python call more per request. The base's
+    # methods are called by name, not through super(), for the same reason.
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         HttpToolsProtocol.connection_made(self, transport)
         self.max_head, self.head_timeout = _limits()
         self._in_head = False  # between the first byte of a request and its last header
-        self._idle = True  # between requests: the next byte starts a head
         self._head_bytes = 0
         self._head_since = 0.0  # when the head being read began (loop time)
         self._head_timer: asyncio.TimerHandle | None = None
@@ -73,7 +82,11 @@ class GatewayProtocol(HttpToolsProtocol):
         HttpToolsProtocol.connection_lost(self, exc)
 
     def data_received(self, data: bytes) -> None:
-        counted = self._in_head or self._idle  # this read starts within a head
+        # Whether this read starts within a head: one is being read, or the last
+        # request's body is complete (or its answer, which ends it), so the next byte
+        # starts one.
+        cycle = self.cycle
+        counted = self._in_head or cycle is None or not cycle.more_body or cycle.response_complete
         HttpToolsProtocol.data_received(self, data)
         if self._in_head and not self.transport.is_closing():
             self._head_bytes += len(data) if counted else 0
@@ -85,7 +98,6 @@ class GatewayProtocol(HttpToolsProtocol):
             return
         HttpToolsProtocol.on_message_begin(self)
         self._in_head = True
-        self._idle = False
         self._head_bytes = 0
         self._head_since = now = self.loop.time()
         if self._head_timer is None:
@@ -103,15 +115,6 @@ class GatewayProtocol(HttpToolsProtocol):
             self._refuse(431, "header_too_large", "the request head is too large")
             return
         HttpToolsProtocol.on_headers_complete(self)
-
-    def on_body(self, body: bytes) -> None:
-        if not self._refused:
-            HttpToolsProtocol.on_body(self, body)
-
-    def on_message_complete(self) -> None:
-        self._idle = True
-        if not self._refused:
-            HttpToolsProtocol.on_message_complete(self)
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
@@ -134,6 +137,11 @@ class GatewayProtocol(HttpToolsProtocol):
         self._stop_head_timer()
         self._in_head = False
         self._refused = True
+        previous = self.cycle
+        if previous is not None and not previous.response_complete:
+            previous.disconnected = True  # as connection_lost tells a request in flight
+            previous.message_event.set()
+        self.cycle = _Refused()  # type: ignore[assignment]
         body = json.dumps({"error": reason, "kind": kind}, separators=(",", ":")).encode()
         phrase = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
         self.transport.write(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import http.client
+import json
 import re
 import socket
 import time
@@ -390,6 +391,45 @@ def test_a_later_head_on_a_kept_alive_connection_gets_its_own_full_head_timeout(
         seconds = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408 "), answer
     assert 0.9 <= seconds < 5, seconds
+
+
+def test_bodies_larger_than_max_head_are_not_heads(served: GatewayProcess) -> None:
+    """Only a request's head counts towards `--max-head`: bodies of 25 times its size,
+    with a length and chunked, pass on a kept-alive connection, and a head past the
+    limit after them on that same connection is still refused."""
+    body = b"b" * 200_000
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+    for chunked in (False, True):  # an iterable body goes chunked
+        conn.request("POST", "/x", body=iter([body]) if chunked else body)
+        answer = conn.getresponse()
+        assert answer.status == 200
+        assert json.loads(answer.read())["read"] == len(body)
+    conn.request("GET", "/x", headers={"X-Big": "a" * 9000})
+    refused = conn.getresponse()
+    assert refused.status == 431
+    assert json.loads(refused.read())["kind"] == "header_too_large"
+    conn.close()
+
+
+def test_a_head_after_a_body_in_the_same_read_is_not_charged_for_the_body(
+    served: GatewayProcess,
+) -> None:
+    """The end of a body and the start of the next request's head may come in one read:
+    the body's bytes (20 kB here, past `--max-head`) do not count towards the head."""
+    head = b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 40000\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        sock.sendall(head + b"b" * 20_000)
+        time.sleep(0.3)  # the rest of the body and the next head's start: one read
+        sock.sendall(b"b" * 20_000 + b"GET /x HTTP/1.1\r\nHost: t\r\n")
+        time.sleep(0.3)
+        sock.sendall(b"Connection: close\r\n\r\n")
+        answers = b""
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while chunk := sock.recv(65536):
+                answers += chunk
+    statuses = re.findall(rb"HTTP/1.1 (\d+) ", answers)
+    assert statuses == [b"200", b"200"], answers[:300]
+    assert b'"read": 40000' in answers or b'"read":40000' in answers
 
 
 def test_past_limit_concurrency_a_503_but_never_for_the_probes(served: GatewayProcess) -> None:
