@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from typing import Any
 
 import aiohttp
@@ -63,7 +63,7 @@ CONNECT_TIMEOUT = 10.0
 
 # The gateway's server dates every answer itself (as nginx does): the upstream's Date
 # relayed too would give the client two.
-_SERVERS_OWN = frozenset({b"date"})
+_NOT_RELAYED = HOP_BY_HOP | {b"date"}
 
 
 def new_client(max_connections: int = 512) -> aiohttp.ClientSession:
@@ -82,23 +82,34 @@ def new_client(max_connections: int = 512) -> aiohttp.ClientSession:
     )
 
 
-def header_text(value: bytes) -> str:
-    """A header value as aiohttp must be given it to send the client's bytes: aiohttp
-    writes header text as UTF-8, so UTF-8 bytes (what clients send beyond ASCII) are
-    decoded as such. Other bytes cannot be written as they came; as Latin-1 they at
-    least keep their characters."""
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        return value.decode("latin-1")
+def _named(value: bytes, named: set[bytes]) -> set[bytes]:
+    """`named` and the fields a Connection value names: hop-by-hop too."""
+    return named | {token.strip().lower() for token in value.split(b",")}
 
 
 def _strip_hop_by_hop(headers: Headers) -> Headers:
     named: set[bytes] = set()
     for name, value in headers:
         if name == b"connection":
-            named.update(token.strip().lower() for token in value.split(b","))
+            named = _named(value, named)
     return [(n, v) for n, v in headers if n not in HOP_BY_HOP and n not in named]
+
+
+def _relayed(raw: Iterable[tuple[bytes, bytes]]) -> Headers:
+    """An upstream's response headers as the client gets them: lower-case names (as
+    ASGI has them), less the hop-by-hop fields and the server's own Date. One pass;
+    a second only for an answer whose Connection header names fields."""
+    headers: Headers = []
+    named: set[bytes] = set()
+    for raw_name, value in raw:
+        name = raw_name.lower()
+        if name not in _NOT_RELAYED:
+            headers.append((name, value))
+        elif name == b"connection":
+            named = _named(value, named)
+    if named:
+        return [(n, v) for n, v in headers if n not in named]
+    return headers
 
 
 class HTTPBackend:
@@ -121,7 +132,7 @@ class HTTPBackend:
     async def close(self) -> None:
         return None  # the shared client is closed by the gateway that owns it
 
-    def _request(self, scope: Scope) -> tuple[str, CIMultiDict[str]]:
+    def _request(self, scope: Scope) -> tuple[str, list[tuple[str, str]]]:
         """(URL, headers for the upstream): the client's request (under a route's
         prefix, the rest of its path), its Host as the backend's `host` says, and the
         forwarded headers naming the client."""
@@ -138,9 +149,22 @@ class HTTPBackend:
             url += "?" + scope["query_string"].decode("latin-1")
         host = ""
         came_with: dict[bytes, list[str]] = {}  # the forwarded headers the request has
-        kept: CIMultiDict[str] = CIMultiDict()
-        for name, value in _strip_hop_by_hop(scope["headers"]):
-            text = header_text(value)
+        kept: list[tuple[str, str]] = []
+        headers: Headers = scope["headers"]
+        named: set[bytes] = set()
+        for name, value in headers:
+            if name == b"connection":
+                named = _named(value, named)
+        for name, value in headers:
+            if name in HOP_BY_HOP or name in named:
+                continue
+            # aiohttp writes header text as UTF-8, so UTF-8 bytes (what clients send
+            # beyond ASCII) reach the upstream as sent. Other bytes cannot be written
+            # as they came; as Latin-1 they at least keep their characters.
+            try:
+                text = value.decode()
+            except UnicodeDecodeError:
+                text = value.decode("latin-1")
             if name == b"host":
                 host = text
             elif name in FORWARDING:
@@ -148,21 +172,28 @@ class HTTPBackend:
             elif mount and name == b"x-forwarded-prefix":
                 outer = outer or text.split(",")[0].strip().rstrip("/")
             else:
-                kept.add(name.decode("latin-1"), text)
+                kept.append((name.decode("latin-1"), text))
         if self._host is not None:
-            kept["Host"] = self._host
+            kept.append(("Host", self._host))
         elif host and self.spec.host == HOST_PRESERVE:
-            kept["Host"] = host
+            kept.append(("Host", host))
         kept.extend(forwarding_headers(scope, host, came_with))
         if mount:
-            kept["X-Forwarded-Prefix"] = outer + mount
+            kept.append(("X-Forwarded-Prefix", outer + mount))
         return url, kept
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         url, headers = self._request(scope)
         if scope["type"] == "websocket":
             await proxy_websocket(
-                self.client, url, headers, self._ssl, scope, receive, send, _strip_hop_by_hop
+                self.client,
+                url,
+                CIMultiDict(headers),
+                self._ssl,
+                scope,
+                receive,
+                send,
+                _strip_hop_by_hop,
             )
             return
         try:
@@ -182,13 +213,7 @@ class HTTPBackend:
         except aiohttp.ClientError as exc:
             raise BadResponse(f"upstream failed: {safe_reason(exc)}") from None
         try:
-            response_headers = _strip_hop_by_hop(
-                [
-                    (name.lower(), value)
-                    for name, value in response.raw_headers
-                    if name.lower() not in _SERVERS_OWN
-                ]
-            )
+            response_headers = _relayed(response.raw_headers)
             await send(
                 {
                     "type": "http.response.start",
