@@ -221,7 +221,11 @@ class HTTPBackend:
                     "headers": response_headers,
                 }
             )
-            if any(name == b"content-length" for name, _ in response_headers):
+            # A body that is all here already (most answers: aiohttp reads it with the
+            # headers) or has a length ends on its own.
+            if response.content.is_eof() or any(
+                name == b"content-length" for name, _ in response_headers
+            ):
                 await self._relay(response, send)
             else:
                 # An open-ended body (SSE, chunked): stop as soon as the client goes.
@@ -232,7 +236,7 @@ class HTTPBackend:
     async def _relay(self, response: aiohttp.ClientResponse, send: Send) -> None:
         content = response.content
         try:
-            async for chunk in content.iter_any():
+            while chunk := await content.readany():
                 # A chunk that leaves the upstream's body at its end ends the answer too
                 # (one message through the gateway and the server instead of two, for
                 # most answers); otherwise an empty last message does, below.
