@@ -15,7 +15,9 @@ the gateway's own statement, as for a client that spoke to the gateway directly.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Sequence
 
 from gateway.proxies import peer_of
 from gateway.types import Scope
@@ -38,14 +40,39 @@ _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 def forwarding_headers(
     scope: Scope, host: str, came_with: dict[bytes, list[str]]
-) -> list[tuple[str, str]]:
+) -> Sequence[tuple[str, str]]:
     """The forwarded headers for the upstream. `host` is the client's Host ("" if none);
     `came_with` maps each header of `OWN` the request has to its values."""
     peer = peer_of(scope)
-    proto = _PROTO.get(scope.get("scheme", "http"), "http")  # a trusted proxy's word
+    address = peer.client[0] if peer.client else None
+    scheme = scope.get("scheme", "http")
+    if came_with:
+        return _headers(address, host, scheme, peer.scheme, came_with)
+    # The chain starts here: the headers depend only on the client, the Host and the
+    # schemes, which recur on every request of a connection. Built once per such set.
+    return _first_hop(address, host, scheme, peer.scheme)
+
+
+@functools.lru_cache(maxsize=1024)
+def _first_hop(
+    address: str | None, host: str, scheme: str, own_scheme: str
+) -> tuple[tuple[str, str], ...]:
+    return tuple(_headers(address, host, scheme, own_scheme, {}))
+
+
+def _headers(
+    address: str | None,
+    host: str,
+    scheme: str,
+    own_scheme: str,
+    came_with: dict[bytes, list[str]],
+) -> list[tuple[str, str]]:
+    """`address` and `own_scheme`: the gateway's peer and how it spoke (the socket's
+    view); `scheme`: the client's, as a trusted proxy may have stated it."""
+    proto = _PROTO.get(scheme, "http")
     chain = came_with.get(b"x-forwarded-for", [])
-    if peer.client:
-        chain = [*chain, peer.client[0]]
+    if address is not None:
+        chain = [*chain, address]
     headers: list[tuple[str, str]] = []
     if chain:
         headers.append(("X-Forwarded-For", ", ".join(chain)))
@@ -57,11 +84,11 @@ def forwarding_headers(
     port = port or port_of(stated_host.partition(",")[0].strip()) or _DEFAULT_PORTS[proto]
     headers.append(("X-Forwarded-Port", port))
     element = []
-    if peer.client:
-        element.append("for=" + _quoted(_node(peer.client[0])))
+    if address is not None:
+        element.append("for=" + _quoted(_node(address)))
     if host:
         element.append("host=" + _quoted(host))
-    element.append("proto=" + _PROTO.get(peer.scheme, "http"))
+    element.append("proto=" + _PROTO.get(own_scheme, "http"))
     headers.append(("Forwarded", ", ".join([*came_with.get(b"forwarded", []), ";".join(element)])))
     return headers
 
