@@ -19,6 +19,8 @@ import functools
 import re
 from collections.abc import Sequence
 
+from aiohttp import hdrs
+
 from gateway.proxies import peer_of
 from gateway.types import Scope
 
@@ -68,28 +70,32 @@ def _headers(
     came_with: dict[bytes, list[str]],
 ) -> list[tuple[str, str]]:
     """`address` and `own_scheme`: the gateway's peer and how it spoke (the socket's
-    view); `scheme`: the client's, as a trusted proxy may have stated it."""
+    view); `scheme`: the client's, as a trusted proxy may have stated it. The names are
+    aiohttp's own (multidict's `istr`): its header dicts take them without folding their
+    case again at each of the three insertions per request."""
     proto = _PROTO.get(scheme, "http")
     chain = came_with.get(b"x-forwarded-for", [])
     if address is not None:
         chain = [*chain, address]
     headers: list[tuple[str, str]] = []
     if chain:
-        headers.append(("X-Forwarded-For", ", ".join(chain)))
-    headers.append(("X-Forwarded-Proto", proto))
+        headers.append((hdrs.X_FORWARDED_FOR, ", ".join(chain)))
+    headers.append((hdrs.X_FORWARDED_PROTO, proto))
     stated_host = ", ".join(came_with.get(b"x-forwarded-host", [])) or host
     if stated_host:
-        headers.append(("X-Forwarded-Host", stated_host))
+        headers.append((hdrs.X_FORWARDED_HOST, stated_host))
     port = ", ".join(came_with.get(b"x-forwarded-port", []))
     port = port or port_of(stated_host.partition(",")[0].strip()) or _DEFAULT_PORTS[proto]
-    headers.append(("X-Forwarded-Port", port))
+    headers.append((hdrs.X_FORWARDED_PORT, port))
     element = []
     if address is not None:
         element.append("for=" + _quoted(_node(address)))
     if host:
         element.append("host=" + _quoted(host))
     element.append("proto=" + _PROTO.get(own_scheme, "http"))
-    headers.append(("Forwarded", ", ".join([*came_with.get(b"forwarded", []), ";".join(element)])))
+    headers.append(
+        (hdrs.FORWARDED, ", ".join([*came_with.get(b"forwarded", []), ";".join(element)]))
+    )
     return headers
 
 

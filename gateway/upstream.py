@@ -26,7 +26,8 @@ from collections.abc import AsyncIterator, Coroutine, Iterable
 from typing import Any
 
 import aiohttp
-from multidict import CIMultiDict
+from aiohttp import hdrs
+from multidict import CIMultiDict, istr
 from yarl import URL
 
 from gateway.errors import BackendUnreachable, BadResponse, BrokenStream, safe_reason
@@ -55,6 +56,10 @@ HOP_BY_HOP = frozenset(
     }
 )
 
+
+# As aiohttp's names of the forwarded headers (gateway.forwarding), an `istr`: its header
+# dicts take it without folding its case again.
+_X_FORWARDED_PREFIX = istr("X-Forwarded-Prefix")
 
 # Seconds to open a connection (TCP and TLS), whatever the route's timeout: a
 # working upstream connects in milliseconds, and SYN retries take over two minutes
@@ -174,12 +179,12 @@ class HTTPBackend:
             else:
                 kept.append((name.decode("latin-1"), text))
         if self._host is not None:
-            kept.append(("Host", self._host))
+            kept.append((hdrs.HOST, self._host))
         elif host and self.spec.host == HOST_PRESERVE:
-            kept.append(("Host", host))
+            kept.append((hdrs.HOST, host))
         kept.extend(forwarding_headers(scope, host, came_with))
         if mount:
-            kept.append(("X-Forwarded-Prefix", outer + mount))
+            kept.append((_X_FORWARDED_PREFIX, outer + mount))
         return url, kept
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
