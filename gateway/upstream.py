@@ -100,21 +100,25 @@ def _strip_hop_by_hop(headers: Headers) -> Headers:
     return [(n, v) for n, v in headers if n not in HOP_BY_HOP and n not in named]
 
 
-def _relayed(raw: Iterable[tuple[bytes, bytes]]) -> Headers:
+def _relayed(raw: Iterable[tuple[bytes, bytes]]) -> tuple[Headers, bool]:
     """An upstream's response headers as the client gets them: lower-case names (as
-    ASGI has them), less the hop-by-hop fields and the server's own Date. One pass;
-    a second only for an answer whose Connection header names fields."""
+    ASGI has them), less the hop-by-hop fields and the server's own Date; and whether
+    they give a Content-Length. One pass; a second only for an answer whose Connection
+    header names fields."""
     headers: Headers = []
     named: set[bytes] = set()
+    sized = False
     for raw_name, value in raw:
         name = raw_name.lower()
         if name not in _NOT_RELAYED:
             headers.append((name, value))
+            sized = sized or name == b"content-length"
         elif name == b"connection":
             named = _named(value, named)
     if named:
-        return [(n, v) for n, v in headers if n not in named]
-    return headers
+        kept = [(n, v) for n, v in headers if n not in named]
+        return kept, sized and b"content-length" not in named
+    return headers, sized
 
 
 class HTTPBackend:
@@ -218,7 +222,7 @@ class HTTPBackend:
         except aiohttp.ClientError as exc:
             raise BadResponse(f"upstream failed: {safe_reason(exc)}") from None
         try:
-            response_headers = _relayed(response.raw_headers)
+            response_headers, sized = _relayed(response.raw_headers)
             await send(
                 {
                     "type": "http.response.start",
@@ -226,11 +230,9 @@ class HTTPBackend:
                     "headers": response_headers,
                 }
             )
-            # A body that is all here already (most answers: aiohttp reads it with the
-            # headers) or has a length ends on its own.
-            if response.content.is_eof() or any(
-                name == b"content-length" for name, _ in response_headers
-            ):
+            # A body with a length, or all here already (a small one that came in the
+            # same read as the head), ends on its own.
+            if sized or response.content.is_eof():
                 await self._relay(response, send)
             else:
                 # An open-ended body (SSE, chunked): stop as soon as the client goes.
