@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -210,3 +212,37 @@ def test_servers_and_frameworks_take_the_gateway_for_an_asgi3_app(routes: Path) 
     assert config.interface == "asgi3"
     assert config.loaded_app is gateway
     assert is_async_callable(gateway)
+
+
+def test_request_ids_are_32_hex_digits_and_never_repeat(routes: Path) -> None:
+    """Ids are made ahead in batches: across batches they stay unique and well formed,
+    and the backend sees the one the client gets back."""
+    with gateway_client(routes) as client:
+        answers = [client.get("/new/x") for _ in range(150)]  # over two batches
+    ids = [r.headers["x-request-id"] for r in answers]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch("[0-9a-f]{32}", i) for i in ids), ids[:3]
+    assert all(r.json()["headers"]["x-request-id"] == i for r, i in zip(answers, ids, strict=True))
+
+
+def test_a_forked_worker_makes_request_ids_of_its_own() -> None:
+    """Ids made ahead in a parent are not reused by a child forked from it (a server
+    that forks its workers after importing the app)."""
+    from gateway import http as gateway_http
+
+    scope: dict[str, object] = {"headers": []}
+    gateway_http.survey(scope)  # the parent has ids made ahead
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, to the parent
+        try:
+            child_ids = [gateway_http.survey({"headers": []}) for _ in range(3)]
+            os.write(writer, b",".join(child_ids))
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        child = set(pipe.read().split(b","))
+    os.waitpid(pid, 0)
+    parent = {gateway_http.survey({"headers": []}) for _ in range(3)}
+    assert len(child) == 3 and not child & parent
