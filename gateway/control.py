@@ -103,6 +103,10 @@ class ControlPlane:
         # Held while a text is read, parsed, edited or applied: reloads and edits take
         # turns, and the heap refreeze waits until no parse is half done.
         self.lock = asyncio.Lock()
+        # Events are appended in the background, one at a time in the order they
+        # happened (the lock wakes its waiters first come, first served): each append
+        # may take a thread and a file lock, and two at once could finish out of order.
+        self._recording = asyncio.Lock()
         self.on_applied: Callable[[], None] = lambda: None
         self.on_reloaded: Callable[[], None] = lambda: None  # whatever the outcome
         self._pool: BackendPool | None = None
@@ -300,10 +304,11 @@ class ControlPlane:
             self.spawn(self._record(self.events, kind, by, facts))
 
     async def _record(self, events: EventLog, kind: str, by: str, facts: dict[str, Any]) -> None:
-        try:
-            await events.append(kind, by, **facts)
-        except Exception as exc:  # an event lost is logged, never a failed change
-            log.warning("event not recorded: kind=%s by=%s: %s", kind, by, exc)
+        async with self._recording:
+            try:
+                await events.append(kind, by, **facts)
+            except Exception as exc:  # an event lost is logged, never a failed change
+                log.warning("event not recorded: kind=%s by=%s: %s", kind, by, exc)
 
     # --- background work -------------------------------------------------------
 

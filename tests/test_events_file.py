@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import multiprocessing
+import random
 from pathlib import Path
+from typing import Any
 
 from gateway.backends import BackendPool
 from gateway.control import ControlPlane
@@ -121,3 +123,33 @@ def test_a_rollback_written_while_a_worker_starts_is_applied_there(tmp_path: Pat
             await pool.close()
 
     asyncio.run(run())
+
+
+def test_events_are_logged_in_the_order_they_happened(tmp_path: Path) -> None:
+    """Each event is appended in the background; appends that take different times
+    (a thread, a file lock, a store) still land in the order the events happened."""
+    logged: list[str] = []
+
+    class SlowLog:
+        async def append(self, kind: str, by: str, **facts: Any) -> int:
+            await asyncio.sleep(random.uniform(0, 0.01))  # each append its own time
+            logged.append(kind)
+            return len(logged)
+
+        async def since(self, after: int) -> list[dict[str, Any]]:
+            return []
+
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(TABLE)
+
+    async def run() -> None:
+        control = ControlPlane(FileSource(routes), events=SlowLog())
+        for index in range(30):
+            control.record(f"event-{index}", "test")
+        async with asyncio.timeout(5):
+            while len(logged) < 30:
+                await asyncio.sleep(0.01)
+        await control.close()
+
+    asyncio.run(run())
+    assert logged == [f"event-{index}" for index in range(30)]
