@@ -263,6 +263,19 @@ def test_backend_timeout_must_be_a_finite_number_of_seconds(timeout: str) -> Non
     assert "<object" not in found[0]
 
 
+@pytest.mark.parametrize(
+    "url", ["http://ops:s3cret@127.0.0.1:5000", "https://ops@up.internal", "http://:s3cret@up"]
+)
+def test_a_url_backend_with_credentials_is_refused_without_repeating_them(url: str) -> None:
+    """aiohttp would send them as Basic credentials, and refuse (a 500 per request) every
+    client request that carries its own Authorization header."""
+    found = problems(f"version: 1\nbackends:\n  remote: {{url: '{url}'}}\ndefault: remote\n")
+    assert len(found) == 1
+    assert found[0].startswith("routes.yaml:3:17: backend 'remote': '")
+    assert "with a user or password" in found[0] and "remove the 'user:password@' part" in found[0]
+    assert "s3cret" not in found[0] and "ops" not in found[0]
+
+
 def test_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "missing.yaml")

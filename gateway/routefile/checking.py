@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
@@ -388,6 +388,14 @@ def _id_node(item: yaml.Node) -> yaml.Node | None:
 
 def _check_url(url: str) -> str | None:
     parts = urlsplit(url)
+    if "@" in parts.netloc:
+        # Its password is not repeated in the message: check's output is shared.
+        shown = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        return (
+            f"{shown!r} with a user or password: the gateway sends no credentials of its "
+            "own upstream (each client's Authorization header reaches it as sent); "
+            "remove the 'user:password@' part"
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return f"{url!r} is not an http:// or https:// URL with a host"
     if parts.query or parts.fragment:
