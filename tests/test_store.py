@@ -183,3 +183,12 @@ def test_a_password_in_the_query_is_hidden_too() -> None:
     address = StoreAddress("unix:///run/redis.sock?db=0&password=s3cret", "t")
     assert address.shown == "unix:///run/redis.sock?db=0&password=***"
     assert address.clean("boom s3cret") == "boom ***"
+
+
+def test_a_percent_encoded_password_is_hidden_as_written_and_as_read() -> None:
+    """redis-py reads `p%40ss%2Fw0rd` as `p@ss/w0rd`: a message of its own would
+    hold that form, the URL the other."""
+    address = StoreAddress("redis://:p%40ss%2Fw0rd@127.0.0.1:6379/0", "t")
+    assert address.shown == "redis://:***@127.0.0.1:6379/0"
+    cleaned = address.clean("AUTH p@ss/w0rd refused; URL had p%40ss%2Fw0rd")
+    assert cleaned == "AUTH *** refused; URL had ***"

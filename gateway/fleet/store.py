@@ -27,7 +27,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 HISTORY = 50
 EVENTS = 500
@@ -106,9 +106,12 @@ class StoreAddress:
         return shown
 
     def _passwords(self) -> list[str]:
+        """Each password as written and as redis-py reads it (percent-decoded)."""
         parts = urlsplit(self.url)
         found = [v for k, v in parse_qsl(parts.query) if k == "password" and v]
-        return [parts.password, *found] if parts.password else found
+        if parts.password:
+            found = [parts.password, unquote(parts.password), *found]
+        return sorted(set(found), key=len, reverse=True)  # the longer first
 
     def clean(self, message: str) -> str:
         """`message` with the password taken out, should a library ever include it."""
