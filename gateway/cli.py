@@ -208,7 +208,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     url = args.url.rstrip("/") + args.admin_prefix.rstrip("/") + "/shadow"
     try:
         query = urlencode({"route": args.route_id})
-        report = fetch.get_json(f"{url}?{query}", timeout=10, key="routes")
+        report = fetch.get_json(f"{url}?{query}", 10, "routes", fetch.admin_token())
     except fetch.FetchError as exc:
         print(f"gateway diff: cannot read {url}: {exc}", file=sys.stderr)
         return 1

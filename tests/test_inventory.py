@@ -10,8 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.app import Gateway
 from gateway.cli import main
-from tests.harness import ROOT, GatewayProcess, free_port, gateway_client
+from gateway.settings import Settings
+from tests.harness import ROOT, GatewayProcess, ThreadServer, free_port, gateway_client
 
 DEMO = (ROOT / "routes.yaml").read_text()
 
@@ -396,3 +398,18 @@ def test_inventory_endpoint_counts_shadow_results_and_errors(tmp_path: Path) -> 
     assert found[("DELETE", "/books/{book_id}")]["traffic"] == {"down": 2}
     assert report["backends"]["down"]["inspected"] is False
     assert report["summary"]["traffic_share_new"] == round(2 / 5, 4)
+
+
+def test_inventory_url_sends_the_admin_token(
+    capsys: pytest.CaptureFixture[str], demo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gateway with an admin token gives its figures to `inventory --url` only with
+    GATEWAY_ADMIN_TOKEN set, as `gateway serve` reads it; without, the CLI says so."""
+    monkeypatch.delenv("GATEWAY_ADMIN_TOKEN", raising=False)
+    with ThreadServer(Gateway(Settings(config=str(demo), admin_token="t0ken"))) as server:
+        assert main(["inventory", "--config", str(demo), "--url", server.url]) == 1
+        err = capsys.readouterr().err
+        assert "it answered 401" in err and "set GATEWAY_ADMIN_TOKEN" in err
+        monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", "t0ken")
+        assert main(["inventory", "--config", str(demo), "--url", server.url]) == 0
+        assert "served by new sides" in capsys.readouterr().out

@@ -193,7 +193,10 @@ def test_diff_command_that_cannot_read_the_report_says_why_in_one_line(
         # A prefix that is not the admin API's: its 404, not a report.
         assert main(["diff", "book", "--url", url, "--admin-prefix", "/-/none/"]) == 1
         err = capsys.readouterr().err
-        assert err == f"gateway diff: cannot read {url}/-/none/shadow: it answered 404\n"
+        assert err == (
+            f"gateway diff: cannot read {url}/-/none/shadow: it answered 404: "
+            "no such admin endpoint\n"
+        )
         # A 200 that is not the admin API's report: the legacy app answers this path.
         assert httpx.get(url + "/_admin/shadow").status_code == 200
         assert main(["diff", "book", "--url", url, "--admin-prefix", "/_admin/"]) == 1
@@ -300,3 +303,28 @@ def test_every_worker_reports_the_results_of_all_workers(tmp_path: Path) -> None
             assert time.monotonic() < deadline, views
             time.sleep(0.2)
     assert len(views[0]["book"]["mismatches"]) == 12
+
+
+def test_diff_sends_the_admin_token_and_says_when_one_is_needed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gateway with an admin token answers the CLI's reads only with it: `gateway
+    diff` sends GATEWAY_ADMIN_TOKEN, as `gateway serve` reads it, and without it says
+    what to set."""
+    path = write_routes(tmp_path, table('{backend: new, ignore: ["$.updated_at"]}'))
+    gateway = Gateway(Settings(config=str(path), admin_token="t0ken"))
+    with ThreadServer(gateway) as server:
+        monkeypatch.delenv("GATEWAY_ADMIN_TOKEN", raising=False)
+        assert main(["diff", "book", "--url", server.url]) == 1
+        err = capsys.readouterr().err
+        assert err == (
+            f"gateway diff: cannot read {server.url}/-/shadow: it answered 401: missing "
+            "'Authorization: Bearer <token>'; set GATEWAY_ADMIN_TOKEN to the gateway's "
+            "admin token\n"
+        )
+        monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", "wrong")
+        assert main(["diff", "book", "--url", server.url]) == 1
+        assert "it answered 403: wrong admin token\n" in capsys.readouterr().err
+        monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", "t0ken\n")  # as a Secret file holds it
+        assert main(["diff", "book", "--url", server.url]) == 0
+        assert capsys.readouterr().out.startswith("book: match 0, mismatch 0, error 0")

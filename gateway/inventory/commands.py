@@ -87,7 +87,7 @@ def cmd_inventory(args: argparse.Namespace) -> int:
 def _fetch_figures(url: str) -> dict[str, Any] | str:
     """The running gateway's per-route figures, or why they could not be had."""
     try:
-        figures = fetch.get_json(url, timeout=30, key="routes")
+        figures = fetch.get_json(url, 30, "routes", fetch.admin_token())
     except fetch.FetchError as exc:
         return f"cannot read {url}: {exc}"
     return figures if isinstance(figures, dict) else {}
