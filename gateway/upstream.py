@@ -76,15 +76,53 @@ def new_client(max_connections: int = 512) -> aiohttp.ClientSession:
     Only connecting is timed here (WebSocket handshakes included): the dispatcher times
     the answer, as for every backend (a stream may rightly last for hours, and a slow
     upload is not a slow answer)."""
+    return _session(aiohttp.TCPConnector(limit=max_connections, limit_per_host=0))
+
+
+def websocket_client(http: aiohttp.ClientSession) -> aiohttp.ClientSession:
+    """The client for WebSocket handshakes: `http`'s own options and connections, and it
+    never follows a redirect. `ws_connect` has no option for that (its requests follow
+    up to 10), so a trace stops one: the 3xx ends the handshake as a refusal, which
+    reaches the client as the upstream gave it. Following it would take the client's
+    cookies and credentials wherever the upstream points."""
+    assert http.connector is not None  # an open session's
+    return _session(http.connector, owner=False, trace_configs=[_NO_REDIRECT])
+
+
+def _session(
+    connector: aiohttp.BaseConnector,
+    owner: bool = True,
+    trace_configs: list[aiohttp.TraceConfig] | None = None,
+) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT),
-        connector=aiohttp.TCPConnector(limit=max_connections, limit_per_host=0),
+        connector=connector,
+        connector_owner=owner,
         auto_decompress=False,  # relay the upstream's encoding untouched
         cookie_jar=aiohttp.DummyCookieJar(),
         # Only what the client sent: no type guessed for a body that came without one.
         skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
         trust_env=False,
+        trace_configs=trace_configs,
     )
+
+
+async def _refuse_redirect(
+    session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestRedirectParams
+) -> None:
+    answer = params.response
+    answer.close()
+    raise aiohttp.WSServerHandshakeError(
+        answer.request_info,
+        (),
+        status=answer.status,
+        message="redirected",
+        headers=answer.headers,
+    )
+
+
+_NO_REDIRECT = aiohttp.TraceConfig()
+_NO_REDIRECT.on_request_redirect.append(_refuse_redirect)
 
 
 def _named(value: bytes, named: set[bytes]) -> set[bytes]:
@@ -128,6 +166,7 @@ class HTTPBackend:
     def __init__(self, spec: BackendSpec, client: aiohttp.ClientSession) -> None:
         self.spec = spec
         self.client = client
+        self._websockets: aiohttp.ClientSession | None = None  # made at the first one
         literal = spec.host not in (HOST_PRESERVE, HOST_UPSTREAM)
         # None: the client's Host, or (for "upstream") the one aiohttp derives from the URL
         self._host = spec.host if literal else None
@@ -139,7 +178,10 @@ class HTTPBackend:
         return None
 
     async def close(self) -> None:
-        return None  # the shared client is closed by the gateway that owns it
+        # The shared client (and the connections both use) is closed by the gateway.
+        if self._websockets is not None:
+            await self._websockets.close()
+            self._websockets = None
 
     def _request(self, scope: Scope) -> tuple[str, list[tuple[str, str]]]:
         """(URL, headers for the upstream): the client's request (under a route's
@@ -194,8 +236,10 @@ class HTTPBackend:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         url, headers = self._request(scope)
         if scope["type"] == "websocket":
+            if self._websockets is None:
+                self._websockets = websocket_client(self.client)
             await proxy_websocket(
-                self.client,
+                self._websockets,
                 url,
                 CIMultiDict(headers),
                 self._ssl,

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.client
 import os
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -27,9 +29,11 @@ from gateway.routefile.model import BackendSpec
 from gateway.settings import Settings
 from gateway.upstream import HTTPBackend
 from tests.harness import ThreadServer, write_routes
+from tests.raw_upstream import RawUpstream
 
 closes: dict[str, tuple[int, str]] = {}  # ?id= -> what the upstream heard at the close
 flood_sent = [0]
+redirects = [0]  # handshakes /loop answered with a redirect
 BIG = 64 * 1024
 
 
@@ -89,6 +93,7 @@ async def flood(ws: WebSocket) -> None:
 
 
 async def loop(ws: WebSocket) -> None:
+    redirects[0] += 1
     url = f"{ws.url.path}?{ws.url.query}"
     await ws.send_denial_response(RedirectResponse(url, 302))  # to itself, query and all
 
@@ -285,19 +290,56 @@ def _counts(url: str) -> dict[str, float]:
     return found
 
 
-def test_a_failed_handshake_logs_no_secret_of_the_request(
+def test_a_redirected_handshake_reaches_the_client_and_is_not_followed(
     gateway: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """An upstream that redirects the handshake forever: aiohttp's error carries the
-    request (its URL with the query, every header); the log line carries none of it."""
+    """The upstream answers the handshake with a redirect: the client gets it as the
+    upstream gave it; the gateway does not follow it, which would take the client's
+    cookies and credentials wherever the upstream points."""
     caplog.set_level("INFO")
-    with pytest.raises(InvalidStatus):
-        connect(
-            gateway + "/loop?token=q-s3cret",
-            additional_headers={"Authorization": "Bearer h-s3cret", "Cookie": "sid=c-s3cret"},
-            open_timeout=10,
-        )
-    _wait_for(lambda: [r for r in caplog.records if "backend failed" in r.getMessage()])
+    before = redirects[0]
+    # A client library would follow the redirect itself: the handshake by hand.
+    conn = http.client.HTTPConnection(gateway.removeprefix("ws://"), timeout=10)
+    handshake = {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+        "Sec-WebSocket-Version": "13",
+        "Authorization": "Bearer h-s3cret",
+        "Cookie": "sid=c-s3cret",
+    }
+    conn.request("GET", "/loop?token=q-s3cret", headers=handshake)
+    response = conn.getresponse()
+    conn.close()
+    assert response.status == 302
+    assert response.headers["location"] == "/loop?token=q-s3cret"
+    assert response.headers["x-gateway-backend"] == "remote"
+    assert redirects[0] == before + 1  # asked once, not followed
+    assert not [r for r in caplog.records if "backend failed" in r.getMessage()]
+
+
+def test_a_failed_handshake_logs_no_secret_of_the_request(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upstream that answers the handshake with no HTTP at all: aiohttp's error
+    carries the request (its URL with the query, every header); the log line carries
+    none of it."""
+    caplog.set_level("INFO")
+    with RawUpstream() as raw:
+        text = f'version: 1\nbackends:\n  raw: {{url: "{raw.url}"}}\ndefault: raw\n'
+        path = write_routes(tmp_path, text)
+        with ThreadServer(Gateway(Settings(config=str(path)))) as server:
+            with pytest.raises(InvalidStatus) as info:
+                connect(
+                    f"ws://127.0.0.1:{server.port}/garbage?token=q-s3cret",
+                    additional_headers={
+                        "Authorization": "Bearer h-s3cret",
+                        "Cookie": "sid=c-s3cret",
+                    },
+                    open_timeout=10,
+                )
+            assert info.value.response.status_code == 403  # closed before accepting
+            _wait_for(lambda: [r for r in caplog.records if "backend failed" in r.getMessage()])
     failed = [r.getMessage() for r in caplog.records if "backend failed" in r.getMessage()]
-    assert "TooManyRedirects" in failed[0]
+    assert "kind=protocol" in failed[0]
     assert not [r for r in caplog.records if "s3cret" in r.getMessage()]
