@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.backends import BackendPool
-from gateway.fleet.events import EventLog
+from gateway.fleet.events import EventLog, Recorder
 from gateway.fleet.overrides import Overrides, overlay
 from gateway.metrics import Metrics
 from gateway.paths import ReservedPaths
@@ -94,6 +94,7 @@ class ControlPlane:
         self.metrics = metrics
         self.route_headers = route_headers
         self.events = events
+        self._recorder = Recorder(events, self.spawn) if events is not None else None
         self.overrides = Overrides(state_dir) if state_dir else None
         self.rollbacks = RollbackAction(self)
         self.state = RouteState(self.rollbacks.tripped, state_dir)
@@ -103,10 +104,6 @@ class ControlPlane:
         # Held while a text is read, parsed, edited or applied: reloads and edits take
         # turns, and the heap refreeze waits until no parse is half done.
         self.lock = asyncio.Lock()
-        # Events are appended in the background, one at a time in the order they
-        # happened (the lock wakes its waiters first come, first served): each append
-        # may take a thread and a file lock, and two at once could finish out of order.
-        self._recording = asyncio.Lock()
         self.on_applied: Callable[[], None] = lambda: None
         self.on_reloaded: Callable[[], None] = lambda: None  # whatever the outcome
         self._pool: BackendPool | None = None
@@ -300,15 +297,8 @@ class ControlPlane:
 
     def record(self, kind: str, by: str, **facts: Any) -> None:
         """Add an event to the log, in the background (a store may be slow to answer)."""
-        if self.events is not None:
-            self.spawn(self._record(self.events, kind, by, facts))
-
-    async def _record(self, events: EventLog, kind: str, by: str, facts: dict[str, Any]) -> None:
-        async with self._recording:
-            try:
-                await events.append(kind, by, **facts)
-            except Exception as exc:  # an event lost is logged, never a failed change
-                log.warning("event not recorded: kind=%s by=%s: %s", kind, by, exc)
+        if self._recorder is not None:
+            self._recorder.record(kind, by, **facts)
 
     # --- background work -------------------------------------------------------
 

@@ -7,12 +7,15 @@ import asyncio
 import dataclasses
 import multiprocessing
 import random
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway.backends import BackendPool
 from gateway.control import ControlPlane
-from gateway.fleet.events import FileEvents
+from gateway.fleet.events import FileEvents, Recorder
 from gateway.fleet.overrides import Overrides, overlay
 from gateway.fleet.store import EVENTS
 from gateway.routefile.loading import parse_config
@@ -153,3 +156,49 @@ def test_events_are_logged_in_the_order_they_happened(tmp_path: Path) -> None:
 
     asyncio.run(run())
     assert logged == [f"event-{index}" for index in range(30)]
+
+
+def test_an_event_the_log_cannot_take_is_tried_again_and_keeps_its_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store down or the disk full: the event is tried again until the log takes
+    it, stamped when it happened, and the events after it wait their turn."""
+    monkeypatch.setattr(Recorder, "RETRY", (0.05,))
+    logged: list[tuple[str, float]] = []
+    failures = [2]
+
+    class FlakyLog:
+        async def append(self, kind: str, by: str, **facts: Any) -> int:
+            if failures[0]:
+                failures[0] -= 1
+                raise OSError("No space left on device")
+            logged.append((kind, facts["at"]))
+            return len(logged)
+
+        async def since(self, after: int) -> list[dict[str, Any]]:
+            return []
+
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(TABLE)
+
+    async def run() -> float:
+        control = ControlPlane(FileSource(routes), events=FlakyLog())
+        happened = time.time()
+        control.record("rollback", "automatic rollback", routes=["a"])
+        control.record("reload", "file change")
+        async with asyncio.timeout(5):
+            while len(logged) < 2:
+                await asyncio.sleep(0.01)
+        await control.close()
+        return happened
+
+    caplog.set_level("INFO", "gateway.control")
+    happened = asyncio.run(run())
+    assert [kind for kind, _ in logged] == ["rollback", "reload"]
+    assert abs(logged[0][1] - happened) < 0.05  # when it happened, not when it was stored
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "event not recorded yet, trying again: kind=rollback by=automatic rollback: "
+        "No space left on device",
+        "event recorded after 3 tries: kind=rollback by=automatic rollback",
+    ]

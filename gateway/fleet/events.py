@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +27,7 @@ from gateway.filelock import exclusive
 from gateway.fleet.store import EVENTS, Store
 
 Event = dict[str, Any]
+log = logging.getLogger("gateway.control")
 
 
 class EventLog(Protocol):
@@ -99,3 +102,67 @@ class FileEvents:
         with exclusive(self._lock_path):
             events = self._read()[-EVENTS:]
         return [e for e in events if e["id"] > after]
+
+
+class Recorder:
+    """Appends events to a log in the background, one at a time in the order they
+    happened (each append may take a thread, a file lock or a round trip to the store,
+    and two at once could land out of order), each stamped when it happened.
+
+    An event the log cannot take (the store down, the disk full) is tried again,
+    after `RETRY` seconds (the last delay repeating), for `GIVE_UP` seconds in all;
+    later events wait behind it, so the order holds. An event dropped then, or one
+    still waiting when the gateway stops, is logged, never a failed change."""
+
+    RETRY = (0.5, 1.0, 2.0, 5.0)
+    GIVE_UP = 300.0
+
+    def __init__(
+        self, events: EventLog, spawn: Callable[[Coroutine[Any, Any, object]], None]
+    ) -> None:
+        self.events = events
+        self._spawn = spawn
+        self._order = asyncio.Lock()  # wakes its waiters first come, first served
+
+    def record(self, kind: str, by: str, **facts: Any) -> None:
+        facts.setdefault("at", round(time.time(), 3))
+        self._spawn(self._append(kind, by, facts))
+
+    async def _append(self, kind: str, by: str, facts: dict[str, Any]) -> None:
+        async with self._order:
+            waited = 0.0
+            tries = 0
+            while True:
+                try:
+                    await self.events.append(kind, by, **facts)
+                except asyncio.CancelledError:
+                    if tries:
+                        log.warning("event not recorded (stopping): kind=%s by=%s", kind, by)
+                    raise
+                except Exception as exc:
+                    if waited >= self.GIVE_UP:
+                        log.warning(
+                            "event dropped after %.0fs of tries: kind=%s by=%s: %s",
+                            waited,
+                            kind,
+                            by,
+                            exc,
+                        )
+                        return
+                    if not tries:
+                        log.warning(
+                            "event not recorded yet, trying again: kind=%s by=%s: %s",
+                            kind,
+                            by,
+                            exc,
+                        )
+                    delay = self.RETRY[min(tries, len(self.RETRY) - 1)]
+                    tries += 1
+                    await asyncio.sleep(delay)
+                    waited += delay
+                else:
+                    if tries:
+                        log.info(
+                            "event recorded after %d tries: kind=%s by=%s", tries + 1, kind, by
+                        )
+                    return
