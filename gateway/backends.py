@@ -20,6 +20,8 @@ import logging
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
+from gateway.http import BODY
+from gateway.proxies import PEER
 from gateway.routefile.loading import import_target
 from gateway.routefile.model import BackendSpec
 from gateway.types import ASGIApp, Message, Receive, Scope, Send
@@ -63,13 +65,10 @@ class ASGIBackend:
             self._lifespan = None
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        # What `call` does with `request_state()`, spelled out: this runs on every
-        # request. And the app's own awaitable, not a coroutine of this class awaiting
-        # it: a frame less that every suspension of the request would resume (13 for
-        # a FastAPI endpoint run in a thread).
-        own = dict(scope)  # the app's to change (frameworks do), as a server's is
-        own["state"] = self.state.copy()
-        return self.app(own, receive, send)
+        # The app's own awaitable, not a coroutine of this class awaiting it: a frame
+        # less that every suspension of the request would resume (13 for a FastAPI
+        # endpoint run in a thread).
+        return self.app(app_scope(scope, self.state.copy()), receive, send)
 
     def request_state(self) -> dict[str, Any]:
         """A request's `state`: like a server, a copy of what the lifespan set up."""
@@ -83,7 +82,19 @@ class ASGIBackend:
         A scope of its own, as a server gives each app: frameworks rewrite theirs
         (root_path, path_params, router), and the same request may go on to a
         fallback or a shadow backend."""
-        return self.app({**scope, "state": state}, receive, send)
+        return self.app(app_scope(scope, state), receive, send)
+
+
+def app_scope(scope: Scope, state: dict[str, Any]) -> Scope:
+    """The scope an in-process ASGI app gets: a copy of its own (frameworks rewrite
+    theirs, and the same request may go on to a fallback or a shadow backend), with
+    `state`, and without the keys the gateway keeps for itself on the request's
+    scope: the app sees what uvicorn would give it."""
+    own = dict(scope)
+    own["state"] = state
+    own.pop(BODY, None)
+    own.pop(PEER, None)
+    return own
 
 
 class _Lifespan:

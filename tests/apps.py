@@ -223,3 +223,18 @@ async def cancelled(scope: Scope, receive: Receive, send: Send) -> None:
 
 def wsgi_never_starts(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [b"a body without start_response"]
+
+
+async def scope_keys(scope: Scope, receive: Receive, send: Send) -> None:
+    """An ASGI app that answers the sorted keys of the scope it was given."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    while (await receive()).get("more_body"):
+        pass
+    body = json.dumps(sorted(scope)).encode()
+    headers = [(b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -7,6 +7,7 @@ import os
 import re
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 from starlette._utils import is_async_callable
@@ -15,7 +16,7 @@ from starlette.websockets import WebSocketDisconnect
 from gateway.app import Gateway
 from gateway.settings import Settings
 from tests import apps
-from tests.harness import TEST_BACKENDS, gateway_client, write_routes
+from tests.harness import TEST_BACKENDS, ThreadServer, gateway_client, write_routes
 
 TABLE = (
     "version: 1\n"
@@ -246,3 +247,22 @@ def test_a_forked_worker_makes_request_ids_of_its_own() -> None:
     os.waitpid(pid, 0)
     parent = {gateway_http.survey({"headers": []}) for _ in range(3)}
     assert len(child) == 3 and not child & parent
+
+
+def test_an_asgi_app_gets_the_scope_keys_uvicorn_gives_it(tmp_path: Path) -> None:
+    """The keys the gateway keeps on a request's scope for itself (whether it has a
+    body, the socket's own peer when forwarded headers came) never reach the app."""
+    text = 'version: 1\nbackends:\n  app: {asgi: "tests.apps:scope_keys"}\ndefault: app\n'
+    path = write_routes(tmp_path, text)
+    headers = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
+    with (
+        ThreadServer(apps.scope_keys) as alone,
+        ThreadServer(Gateway(Settings(config=str(path)))) as gateway,
+    ):
+        for server in (alone, gateway):
+            keys = httpx.post(server.url + "/x", content=b"body", headers=headers).json()
+            assert not [k for k in keys if k.startswith("gateway.")], keys
+        assert (
+            httpx.post(gateway.url + "/x", content=b"body", headers=headers).json()
+            == httpx.post(alone.url + "/x", content=b"body", headers=headers).json()
+        )
