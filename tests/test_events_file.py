@@ -128,34 +128,55 @@ def test_a_rollback_written_while_a_worker_starts_is_applied_there(tmp_path: Pat
     asyncio.run(run())
 
 
-def test_events_are_logged_in_the_order_they_happened(tmp_path: Path) -> None:
-    """Each event is appended in the background; appends that take different times
-    (a thread, a file lock, a store) still land in the order the events happened."""
-    logged: list[str] = []
+class MemoryLog:
+    """An event log in memory whose appends each take their own time (`jitter`), and
+    whose first `failures` appends fail as a full disk does."""
 
-    class SlowLog:
-        async def append(self, kind: str, by: str, **facts: Any) -> int:
-            await asyncio.sleep(random.uniform(0, 0.01))  # each append its own time
-            logged.append(kind)
-            return len(logged)
+    def __init__(self, failures: int = 0, jitter: bool = False) -> None:
+        self.failures = failures
+        self.jitter = jitter
+        self.logged: list[tuple[str, float]] = []  # (kind, when it happened)
 
-        async def since(self, after: int) -> list[dict[str, Any]]:
-            return []
+    async def append(self, kind: str, by: str, **facts: Any) -> int:
+        if self.jitter:
+            await asyncio.sleep(random.uniform(0, 0.01))
+        if self.failures:
+            self.failures -= 1
+            raise OSError("No space left on device")
+        self.logged.append((kind, facts["at"]))
+        return len(self.logged)
 
+    async def since(self, after: int) -> list[dict[str, Any]]:
+        return []
+
+
+def record(tmp_path: Path, log: MemoryLog, kinds: list[str], expected: int) -> float:
+    """Record `kinds` through a control plane, one after the other; wait until the log
+    holds `expected` events. When the first was recorded."""
     routes = tmp_path / "routes.yaml"
     routes.write_text(TABLE)
 
-    async def run() -> None:
-        control = ControlPlane(FileSource(routes), events=SlowLog())
-        for index in range(30):
-            control.record(f"event-{index}", "test")
+    async def run() -> float:
+        control = ControlPlane(FileSource(routes), events=log)
+        happened = time.time()
+        for kind in kinds:
+            control.record(kind, "automatic rollback" if kind == "rollback" else "test")
         async with asyncio.timeout(5):
-            while len(logged) < 30:
+            while len(log.logged) < expected:
                 await asyncio.sleep(0.01)
         await control.close()
+        return happened
 
-    asyncio.run(run())
-    assert logged == [f"event-{index}" for index in range(30)]
+    return asyncio.run(run())
+
+
+def test_events_are_logged_in_the_order_they_happened(tmp_path: Path) -> None:
+    """Each event is appended in the background; appends that take different times
+    (a thread, a file lock, a store) still land in the order the events happened."""
+    log = MemoryLog(jitter=True)
+    kinds = [f"event-{index}" for index in range(30)]
+    record(tmp_path, log, kinds, 30)
+    assert [kind for kind, _ in log.logged] == kinds
 
 
 def test_an_event_the_log_cannot_take_is_tried_again_and_keeps_its_place(
@@ -164,41 +185,39 @@ def test_an_event_the_log_cannot_take_is_tried_again_and_keeps_its_place(
     """The store down or the disk full: the event is tried again until the log takes
     it, stamped when it happened, and the events after it wait their turn."""
     monkeypatch.setattr(Recorder, "RETRY", (0.05,))
-    logged: list[tuple[str, float]] = []
-    failures = [2]
-
-    class FlakyLog:
-        async def append(self, kind: str, by: str, **facts: Any) -> int:
-            if failures[0]:
-                failures[0] -= 1
-                raise OSError("No space left on device")
-            logged.append((kind, facts["at"]))
-            return len(logged)
-
-        async def since(self, after: int) -> list[dict[str, Any]]:
-            return []
-
-    routes = tmp_path / "routes.yaml"
-    routes.write_text(TABLE)
-
-    async def run() -> float:
-        control = ControlPlane(FileSource(routes), events=FlakyLog())
-        happened = time.time()
-        control.record("rollback", "automatic rollback", routes=["a"])
-        control.record("reload", "file change")
-        async with asyncio.timeout(5):
-            while len(logged) < 2:
-                await asyncio.sleep(0.01)
-        await control.close()
-        return happened
-
     caplog.set_level("INFO", "gateway.control")
-    happened = asyncio.run(run())
-    assert [kind for kind, _ in logged] == ["rollback", "reload"]
-    assert abs(logged[0][1] - happened) < 0.05  # when it happened, not when it was stored
-    messages = [r.getMessage() for r in caplog.records]
-    assert messages == [
+    log = MemoryLog(failures=2)
+    happened = record(tmp_path, log, ["rollback", "reload"], 2)
+    assert [kind for kind, _ in log.logged] == ["rollback", "reload"]
+    assert abs(log.logged[0][1] - happened) < 0.05  # when it happened, not when stored
+    assert [r.getMessage() for r in caplog.records] == [
         "event not recorded yet, trying again: kind=rollback by=automatic rollback: "
         "No space left on device",
         "event recorded after 3 tries: kind=rollback by=automatic rollback",
+    ]
+
+
+def test_an_event_never_taken_is_dropped_in_time_and_the_next_ones_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Tries are bounded in time: an event the log refuses past GIVE_UP is dropped
+    and logged, and the events waiting behind it are recorded."""
+    monkeypatch.setattr(Recorder, "RETRY", (0.05,))
+    monkeypatch.setattr(Recorder, "GIVE_UP", 0.2)
+    caplog.set_level("INFO", "gateway.control")
+    log = MemoryLog()
+
+    async def refuse_only_the_first(kind: str, by: str, **facts: Any) -> int:
+        if kind == "rollback":
+            raise OSError("No space left on device")
+        log.logged.append((kind, facts["at"]))
+        return len(log.logged)
+
+    log.append = refuse_only_the_first  # type: ignore[method-assign]
+    record(tmp_path, log, ["rollback", "reload"], 1)
+    assert [kind for kind, _ in log.logged] == ["reload"]
+    dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert dropped == [
+        "event dropped after 0s of tries: kind=rollback by=automatic rollback: "
+        "No space left on device"
     ]
