@@ -357,6 +357,21 @@ def test_a_head_past_max_head_gets_431(served: GatewayProcess) -> None:
     assert answer.startswith(b"HTTP/1.1 431 ")
 
 
+def test_a_request_pipelined_behind_a_refused_head_is_never_served(
+    served: GatewayProcess,
+) -> None:
+    """A head past the limit and a request behind it in the same write: one 431, then
+    the connection closes; nothing after the refused head is parsed or answered."""
+    big = b"GET /x HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n"
+    small = b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nbody"
+    answer, _ = raw_request(served.port, big + small)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+    assert answer.count(b"HTTP/1.1 ") == 1, answer
+    # Nor did uvicorn take the rest for a broken request (its 400, lost on the closed
+    # connection, and a warning).
+    assert "Invalid HTTP request" not in served.log()
+
+
 def test_a_half_sent_head_gets_408_and_an_idle_connection_closes_silently(
     served: GatewayProcess,
 ) -> None:
