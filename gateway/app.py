@@ -162,16 +162,21 @@ class Gateway:
         if self.draining and kind == "http":
             send = _closing(send)
         as_sent: str = scope["path"]
-        path = canonical(as_sent)
-        on_admin_listener = self._admin_port is None or _local_port(scope) == self._admin_port
-        if self._reserved.holds(path, as_sent):
-            return self._counted(self._serve_own(scope, receive, send, path, on_admin_listener))
-        if self._admin_port is not None and on_admin_listener:
+        method: str = scope.get("method", "GET")
+        table = self.control.table
+        route = table.known.get((method, as_sent), _UNKNOWN) if table else _UNKNOWN
+        if route is _UNKNOWN:  # not served by this table yet (or no table)
+            path = canonical(as_sent)
+            if self._reserved.holds(path, as_sent):
+                admin = self._admin_port is None or _local_port(scope) == self._admin_port
+                return self._counted(self._serve_own(scope, receive, send, path, admin))
+            # Matched on the canonical path; the backend gets the path as the client sent it.
+            route = table.match(method, path) if table else None
+            if table:
+                table.remember(method, as_sent, route)
+        if self._admin_port is not None and _local_port(scope) == self._admin_port:
             message = {"error": "this listener serves the admin API and metrics only"}
             return self._counted(self._refuse(scope, send, message))
-        table = self.control.table
-        # Matched on the canonical path; the backend gets the path as the client sent it.
-        route = table.match(scope.get("method", "GET"), path) if table else None
         if route is None:
             return self._counted(_unrouted(scope, send, table))
         return serve(route, scope, receive, send, self)
@@ -361,6 +366,9 @@ async def _unrouted(scope: Scope, send: Send, table: RouteTable | None) -> None:
     else:
         message = {"error": "no route matches this request and there is no default"}
         await send_json(own_answer(scope, send), 404, message)
+
+
+_UNKNOWN: Any = object()  # no route known for the path yet
 
 
 def _local_port(scope: Scope) -> int | None:

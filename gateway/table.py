@@ -112,6 +112,12 @@ class Route:
         return [(self.primary.name, 1.0 - share), (self.canary.target.name, share)]
 
 
+# The front door's memory of routed paths (`RouteTable.known`): at most this many,
+# each at most `KNOWN_PATH` characters long.
+KNOWN_MAX = 1024
+KNOWN_PATH = 256
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class RouteTable:
     config: GatewayConfig
@@ -119,10 +125,26 @@ class RouteTable:
     routes: tuple[Route, ...]
     default: Route | None
     loaded_at: float = field(default_factory=time.time)
+    # The route (or None: unrouted) of a (method, path as the client spelled it) this
+    # table has served before, a path the gateway does not keep for itself: the front
+    # door then skips normalising the path, the reserved-path check and the walk.
+    # Filled by `remember`; a new table starts empty, so no answer outlives its table.
+    known: dict[tuple[str, str], Route | None] = field(default_factory=dict)
 
     def match(self, method: str, path: str) -> Route | None:
         route = self.router.match(method, path)
         return self.default if route is None else route
+
+    def remember(self, method: str, as_sent: str, route: Route | None) -> None:
+        """Keep what `(method, as_sent)` routes to. Bounded whatever clients send: a
+        long path is not kept, and a full memory starts over (the paths in use come
+        back at their next request; a flood of one-off paths only keeps its own out)."""
+        if len(as_sent) > KNOWN_PATH:
+            return
+        known = self.known
+        if len(known) >= KNOWN_MAX:
+            known.clear()
+        known[method, as_sent] = route
 
     def weights(self) -> list[tuple[str, str, float]]:
         """(route, backend, share of traffic) for every route the table serves."""

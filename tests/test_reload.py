@@ -118,6 +118,8 @@ def test_unchanged_content_is_a_no_op(tmp_path: Path) -> None:
 def test_admin_reload_applies_at_once(tmp_path: Path) -> None:
     path = write_routes(tmp_path, table("new"))
     with gateway_client(path, watch_interval=5) as client:
+        # Served by the old table first: what it knew of the path goes with it.
+        assert backend_of(client) == "new"
         path.write_text(table("legacy"))
         r = client.post("/-/reload")
         assert r.status_code == 200

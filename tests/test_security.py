@@ -21,6 +21,7 @@ from gateway.paths import canonical
 from gateway.routefile.loading import parse_config
 from gateway.routefile.model import ConfigError
 from gateway.settings import Settings
+from gateway.table import KNOWN_MAX, KNOWN_PATH
 from tests.harness import (
     BOOKS_ON_NEW,
     GatewayProcess,
@@ -182,12 +183,13 @@ def split_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadSe
 def test_every_spelling_lands_where_its_canonical_form_does(
     split_gateway: ThreadServer, target: str, route: str
 ) -> None:
-    _, headers, body = raw_get(split_gateway.port, target)
-    assert headers["x-gateway-route"] == route
-    if route != "_default":
-        assert headers["x-gateway-backend"] == "new"
-        # The backend sees the path as the client sent it (decoded, as servers do).
-        assert json.loads(body)["path"] == urllib.parse.unquote(target)
+    for _ in range(2):  # the second time, from what the table remembers of the path
+        _, headers, body = raw_get(split_gateway.port, target)
+        assert headers["x-gateway-route"] == route
+        if route != "_default":
+            assert headers["x-gateway-backend"] == "new"
+            # The backend sees the path as the client sent it (decoded, as servers do).
+            assert json.loads(body)["path"] == urllib.parse.unquote(target)
 
 
 @pytest.mark.parametrize(
@@ -202,10 +204,29 @@ def test_every_spelling_lands_where_its_canonical_form_does(
 def test_a_path_spelled_under_the_admin_prefix_never_reaches_a_backend(
     split_gateway: ThreadServer, target: str
 ) -> None:
-    status, headers, body = raw_get(split_gateway.port, target)
-    assert status == 404
-    assert "x-gateway-backend" not in headers
-    assert json.loads(body) == {"error": "no such admin endpoint"}
+    for _ in range(2):  # a reserved path is never remembered as a route
+        status, headers, body = raw_get(split_gateway.port, target)
+        assert status == 404
+        assert "x-gateway-backend" not in headers
+        assert json.loads(body) == {"error": "no such admin endpoint"}
+
+
+def test_what_the_front_door_remembers_of_paths_is_bounded(tmp_path: Path) -> None:
+    """A table remembers the routes of the paths it served, never the reserved ones,
+    and never more than it may hold, whatever paths clients make up."""
+    with gateway_client(write_routes(tmp_path, ROUTES_SPLIT)) as client:
+        table = client.app.control.table  # type: ignore[attr-defined]
+        long = "/books/" + "7" * KNOWN_PATH
+        for target in ("/books/7", long, "/-/healthz"):
+            assert client.get(target).status_code == 200
+        assert client.get("/books/7").headers["x-gateway-route"] == "book"
+        assert client.get(long).headers["x-gateway-route"] == "book"
+        assert set(table.known) == {("GET", "/books/7")}
+        for number in range(KNOWN_MAX):  # one-off paths fill it, and it starts over
+            table.remember("GET", f"/made-up/{number}", None)
+            assert len(table.known) <= KNOWN_MAX
+        assert client.get("/books/7").headers["x-gateway-route"] == "book"
+        assert client.get("/made-up/1").headers["x-gateway-route"] == "_default"
 
 
 @pytest.mark.parametrize(
