@@ -83,10 +83,51 @@ def start_problem(message: Message) -> str | None:
     An app or an upstream can send anything; the HTTP server would then fail
     mid-write (a status it has no line for) or send a broken or split response
     (a header with a CR or LF)."""
+    # Every response passes here. The common answer (an int status, headers as tuples
+    # of bytes under names seen before) is cleared with as few Python steps as can
+    # tell it; anything else is examined by `_problem`, which names what is wrong.
+    status = message.get("status")
+    if status.__class__ is not int or not 200 <= status <= 599:
+        return _problem(message)
+    try:
+        for header in message.get("headers", ()):
+            if header.__class__ is not tuple:
+                return _problem(message)
+            name, value = header
+            if (
+                name.__class__ is not bytes
+                or value.__class__ is not bytes
+                or (name not in _GOOD_NAMES and not _good_name(name))
+                or _CR in value
+                or _LF in value
+                or _NUL in value
+            ):
+                return _problem(message)
+    except (TypeError, ValueError):  # not iterable, or a tuple of another size
+        return _problem(message)
+    return None
+
+
+# Header names found to be tokens, so that the names an app answers with are checked
+# once, not per response (a few dozen in practice; bounded whatever backends send).
+_GOOD_NAMES: set[bytes] = set()
+_GOOD_NAMES_MAX = 1024
+
+
+def _good_name(name: bytes) -> bool:
+    if not name or 0 in name.translate(_TOKEN_TABLE):
+        return False
+    if len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
+        _GOOD_NAMES.add(name)
+    return True
+
+
+def _problem(message: Message) -> str | None:
+    """`start_problem`, examined step by step: what is wrong, named; or None (say, an
+    int subclass for a status, a header as a list, a bytes subclass)."""
     status = message.get("status")
     if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
         return f"invalid status {status!r}"
-    # Every header of every response passes here: bytes methods, not a regex each.
     for header in message.get("headers", ()):
         if not (isinstance(header, (tuple, list)) and len(header) == 2):
             return "a header that is not a (name, value) pair"

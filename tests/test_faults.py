@@ -8,14 +8,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from http import HTTPStatus
 from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import Gateway
-from gateway.http import start_problem
+from gateway.http import _problem, start_problem
 from gateway.routefile.loading import parse_config
 from gateway.routefile.model import ConfigError
 from gateway.settings import Settings
@@ -253,6 +256,10 @@ def test_a_backend_named_like_a_yaml_constant_reads_back_as_its_name(
     assert f'backend: "{name}"' in path.read_text()
 
 
+class _Bytes(bytes):
+    pass
+
+
 @pytest.mark.parametrize(
     ("headers", "problem"),
     [
@@ -274,6 +281,12 @@ def test_a_backend_named_like_a_yaml_constant_reads_back_as_its_name(
         ([(b"x-a", b"1"), (b"x-b", b"2\r\nSet-Cookie: a=b")], "characters HTTP does not allow"),
         ([(b"x-a", b"1\n")], "characters HTTP does not allow"),
         ([(b"x-a", b"\x00")], "characters HTTP does not allow"),
+        ([[b"x-a", b"1"]], None),  # a list is a pair too, as servers read one
+        ([(_Bytes(b"x-a"), _Bytes(b"1"))], None),
+        ([{b"x-a", b"1"}], "not a (name, value) pair"),
+        ([(b"x-a", memoryview(b"1"))], "not bytes (bytes, memoryview)"),
+        ([(memoryview(b"content-type"), b"1")], "not bytes (memoryview, bytes)"),
+        ([(b"content-type", b"text/plain"), (b"content-type", b"a\r\nb")], "does not allow"),
     ],
 )
 def test_every_header_of_a_response_start_is_checked(
@@ -292,3 +305,50 @@ def test_every_header_of_a_response_start_is_checked(
 def test_a_response_start_needs_a_status_http_has(status: object) -> None:
     found = start_problem({"type": "http.response.start", "status": status})
     assert found == f"invalid status {status!r}"
+
+
+def test_a_status_may_be_an_int_of_another_type() -> None:
+    start = {"type": "http.response.start", "status": HTTPStatus.CREATED, "headers": []}
+    assert start_problem(start) is None
+
+
+_NAMES = [b"x-a", b"content-type", b"X-A", b"", b"x a", b"x:a", b"\xff", b"x\x00"]
+_VALUES = [b"", b"1", b"a\r\nb", b"\x00", b"\n", b"\r", b"\t\x80\xff", b"ok\x00"]
+
+
+def test_the_quick_check_says_what_the_full_one_says_of_every_pair() -> None:
+    """A start clears the quick check exactly when it clears the step-by-step one, and
+    what is found wrong is named the same: every pair of these headers, in either order."""
+    pairs = [(name, value) for name in _NAMES for value in _VALUES]
+    for status in (200, 600):
+        for first in pairs:
+            for second in pairs:
+                start = {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [first, second],
+                }
+                assert start_problem(start) == _problem(start), start
+
+
+_ITEM = (
+    st.sampled_from(_NAMES + _VALUES)
+    | st.binary(max_size=4)
+    | st.text(max_size=3)
+    | st.integers()
+    | st.builds(bytearray, st.sampled_from(_VALUES))
+    | st.builds(memoryview, st.sampled_from(_NAMES))
+)
+_HEADER = (
+    st.tuples(_ITEM, _ITEM) | st.lists(_ITEM, max_size=3) | st.tuples(_ITEM, _ITEM, _ITEM) | _ITEM
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_HEADER, max_size=4), st.sampled_from([200, 599, 600, True, "200", None]))
+def test_the_quick_check_says_what_the_full_one_says_of_any_shape(
+    headers: list[object], status: object
+) -> None:
+    """The same, on headers of any shape an app could send."""
+    start = {"type": "http.response.start", "status": status, "headers": headers}
+    assert start_problem(start) == _problem(start)
