@@ -53,7 +53,7 @@ from gateway.routefile.model import ConfigError
 from gateway.settings import Settings
 from gateway.shadow import ShadowRunner
 from gateway.sources import FileSource, Source
-from gateway.table import BodyLimits, RouteTable
+from gateway.table import BodyLimits, RouteTable, bound
 from gateway.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.wsgi import WSGIOptions
 
@@ -388,4 +388,4 @@ def create_app_from_env() -> ASGIApp:
     gateway = Gateway(settings)
     if settings.limit_concurrency:
         gateway.max_in_flight = settings.limit_concurrency
-    return gateway
+    return bound(gateway)

@@ -185,7 +185,8 @@ def _call(exchange: Exchange, scope: Scope, receive: Receive) -> Awaitable[None]
     target = exchange.target
     if scope["type"] == "websocket" and not target.backend.supports_websocket:
         return exchange({"type": "websocket.close", "code": 1003})
-    return target.app(scope, receive, exchange)
+    # The exchange's `__call__` bound: the app calls it as a function (see table.bound).
+    return target.app(scope, receive, exchange.__call__)
 
 
 def _failed(exchange: Exchange, exc: BaseException) -> bool:

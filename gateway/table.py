@@ -13,8 +13,10 @@ by one attribute assignment; a request reads it once and keeps it to the end.
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
+import types
 from dataclasses import dataclass, field
 
 from gateway.backends import Backend
@@ -44,6 +46,15 @@ class Target:
     body_timeout: float | None = None  # seconds the request body may stall; None: no limit
     # Seconds between two messages of the response body; None: no limit
     read_timeout: float | None = None
+
+
+def bound(app: ASGIApp) -> ASGIApp:
+    """`app` as the request path calls it: an object's `__call__` bound to it, which the
+    interpreter calls as it calls a function. Calling the object itself goes through
+    its type (about 700 instructions more per call in CPython 3.11)."""
+    if isinstance(inspect.getattr_static(app, "__call__", None), types.FunctionType):
+        return app.__call__  # type: ignore[no-any-return,operator]
+    return app
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +194,7 @@ def build_table(
         return Target(
             name=name,
             backend=backend,
-            app=mount(gates.wrap(spec), own.strip_prefix if own is not None else None),
+            app=bound(mount(gates.wrap(spec), own.strip_prefix if own is not None else None)),
             response_headers=headers,
             metrics=metrics.for_route(route_id, name) if metrics else None,
             timeout=seconds(timeout, spec.time_limit),
