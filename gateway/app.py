@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway import upstream
+from gateway import upstream_client
 from gateway.admin import Admin, is_loopback
 from gateway.backends import BackendPool
 from gateway.concurrency import refuse_overloaded
@@ -240,7 +240,7 @@ class Gateway:
     async def startup(self) -> None:
         settings = self.settings
         wsgi = WSGIOptions(settings.wsgi_threads, settings.wsgi_buffer, settings.wsgi_wait)
-        self._pool = BackendPool(wsgi, upstream.new_client())
+        self._pool = BackendPool(wsgi, upstream_client.new_client())
         self.shadows = ShadowRunner()
         config = await self.control.start(self._pool, self.shadows)
         log.info(

@@ -1,9 +1,8 @@
 """The remote backend: proxy a request to an HTTP upstream, streaming both ways
 (WebSockets: `gateway.upstream_ws`).
 
-One pooled `aiohttp.ClientSession` is shared by every remote backend of a
-gateway process (connections are pooled per origin inside it). aiohttp was
-chosen by measurement (docs/benchmarks.md, row 5): httpx's pool spends most of
+Requests go through the shared aiohttp client (`gateway.upstream_client`). aiohttp
+was chosen by measurement (docs/benchmarks.md, row 5): httpx's pool spends most of
 a proxied request's CPU walking its connections (httpx issue 3215), where
 aiohttp proxies at the upstream's own speed. Bodies are never buffered: the
 request body is fed to the upstream as the client sends it, and the response
@@ -12,9 +11,9 @@ is relayed chunk by chunk, so an SSE stream stays a stream.
 Failures before the response starts are raised as `BackendFailure`s for the
 dispatcher to answer (connect error -> 502). The time to the first byte and
 between body chunks is bounded by the dispatcher, as for every backend; only
-connecting has a bound of its own here (`CONNECT_TIMEOUT`). A failure once the
-response has started cannot change the status any more: the connection is
-dropped so the client sees a truncated body, never a silently short one.
+connecting has a bound of its own (`upstream_client.CONNECT_TIMEOUT`). A failure
+once the response has started cannot change the status any more: the connection
+is dropped so the client sees a truncated body, never a silently short one.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from aiohttp import hdrs
 from multidict import CIMultiDict, istr
 from yarl import URL
 
+from gateway import upstream_client
 from gateway.errors import BackendUnreachable, BadResponse, BrokenStream, safe_reason
 from gateway.forwarding import OWN as FORWARDING
 from gateway.forwarding import forwarding_headers
@@ -37,6 +37,7 @@ from gateway.http import has_body
 from gateway.routefile.model import HOST_PRESERVE, HOST_UPSTREAM, BackendSpec
 from gateway.tls import client_context
 from gateway.types import Headers, Receive, Scope, Send
+from gateway.upstream_client import websocket_client
 from gateway.upstream_ws import proxy_websocket
 
 log = logging.getLogger("gateway.upstream")
@@ -61,68 +62,9 @@ HOP_BY_HOP = frozenset(
 # dicts take it without folding its case again.
 _X_FORWARDED_PREFIX = istr("X-Forwarded-Prefix")
 
-# Seconds to open a connection (TCP and TLS), whatever the route's timeout: a
-# working upstream connects in milliseconds, and SYN retries take over two minutes
-# to give up. Past it the upstream is unreachable (502), not slow.
-CONNECT_TIMEOUT = 10.0
-
 # The gateway's server dates every answer itself (as nginx does): the upstream's Date
 # relayed too would give the client two.
 _NOT_RELAYED = HOP_BY_HOP | {b"date"}
-
-
-def new_client(max_connections: int = 512) -> aiohttp.ClientSession:
-    """The shared client: no env proxies, no cookies, no redirects, bytes relayed as sent.
-    Only connecting is timed here (WebSocket handshakes included): the dispatcher times
-    the answer, as for every backend (a stream may rightly last for hours, and a slow
-    upload is not a slow answer)."""
-    return _session(aiohttp.TCPConnector(limit=max_connections, limit_per_host=0))
-
-
-def websocket_client(http: aiohttp.ClientSession) -> aiohttp.ClientSession:
-    """The client for WebSocket handshakes: `http`'s own options and connections, and it
-    never follows a redirect. `ws_connect` has no option for that (its requests follow
-    up to 10), so a trace stops one: the 3xx ends the handshake as a refusal, which
-    reaches the client as the upstream gave it. Following it would take the client's
-    cookies and credentials wherever the upstream points."""
-    assert http.connector is not None  # an open session's
-    return _session(http.connector, owner=False, trace_configs=[_NO_REDIRECT])
-
-
-def _session(
-    connector: aiohttp.BaseConnector,
-    owner: bool = True,
-    trace_configs: list[aiohttp.TraceConfig] | None = None,
-) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT),
-        connector=connector,
-        connector_owner=owner,
-        auto_decompress=False,  # relay the upstream's encoding untouched
-        cookie_jar=aiohttp.DummyCookieJar(),
-        # Only what the client sent: no type guessed for a body that came without one.
-        skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
-        trust_env=False,
-        trace_configs=trace_configs,
-    )
-
-
-async def _refuse_redirect(
-    session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestRedirectParams
-) -> None:
-    answer = params.response
-    answer.close()
-    raise aiohttp.WSServerHandshakeError(
-        answer.request_info,
-        (),
-        status=answer.status,
-        message="redirected",
-        headers=answer.headers,
-    )
-
-
-_NO_REDIRECT = aiohttp.TraceConfig()
-_NO_REDIRECT.on_request_redirect.append(_refuse_redirect)
 
 
 def _named(value: bytes, named: set[bytes]) -> set[bytes]:
@@ -259,7 +201,7 @@ class HTTPBackend:
                 ssl=self._ssl,
             )
         except aiohttp.ServerTimeoutError:  # the only timeout set here: connecting
-            reason = f"cannot connect to upstream within {CONNECT_TIMEOUT:g}s"
+            reason = f"cannot connect to upstream within {upstream_client.CONNECT_TIMEOUT:g}s"
             raise BackendUnreachable(reason) from None
         except aiohttp.ClientConnectorError as exc:
             raise BackendUnreachable(f"cannot connect to upstream: {safe_reason(exc)}") from None

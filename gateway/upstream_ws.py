@@ -4,7 +4,7 @@ The handshake goes upstream first, with the client's subprotocols, and only its
 outcome is given to the client: accepted with the subprotocol the upstream chose
 and its response headers (cookies, custom headers; less the connection's own and
 the handshake's), or refused. A redirect is a refusal too: the gateway never follows
-one (`upstream.websocket_client`). A refusal is relayed as the upstream's HTTP answer
+one (`upstream_client.websocket_client`). A refusal is relayed as the upstream's HTTP answer
 where the server supports ASGI's `websocket.http.response` extension (its status
 and headers; aiohttp drops the refusal's body), else as a close: 1008 for a 4xx,
 1011 otherwise. Then frames flow both ways as they come, text as text and binary as

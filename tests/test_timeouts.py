@@ -20,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
-from gateway import upstream as upstream_module
+from gateway import upstream_client
 from gateway.app import Gateway
 from gateway.routefile.loading import parse_config
 from gateway.routefile.model import ConfigError
@@ -249,7 +249,7 @@ def unanswered_port() -> Iterator[int]:
 def test_connecting_to_an_upstream_is_bounded_even_without_a_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(upstream_module, "CONNECT_TIMEOUT", 0.5)
+    monkeypatch.setattr(upstream_client, "CONNECT_TIMEOUT", 0.5)
     with unanswered_port() as port:
         text = f'version: 1\nbackends:\n  b: {{url: "http://127.0.0.1:{port}", timeout: 0}}\n'
         with serve(tmp_path, text + "default: b\n") as gw:

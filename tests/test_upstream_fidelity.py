@@ -4,9 +4,12 @@ unverified), against real uvicorn servers on loopback, https with a CA made here
 
 from __future__ import annotations
 
+import json
+import socket
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -15,6 +18,7 @@ import trustme
 from gateway.app import Gateway
 from gateway.cli import main
 from gateway.settings import Settings
+from gateway.types import Receive, Scope, Send
 from tests import apps
 from tests.harness import ThreadServer, write_routes
 
@@ -262,3 +266,107 @@ def test_the_upstream_gets_the_clients_bytes_and_no_header_it_did_not_send(
     assert r.json()["body"] == "\x00\x01 raw"
     # The upstream's Date gives way to the gateway's own: one Date, as from any server.
     assert len(r.headers.get_list("date")) == 1
+
+
+# --- the request head, header by header -----------------------------------------------
+
+
+async def _head_echo(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers with the request's headers as the server parsed them, in order, and how
+    many body bytes came."""
+    if scope["type"] != "http":
+        return
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        size += len(message.get("body", b""))
+        more = message.get("more_body", False)
+    headers = [
+        [name.decode("latin-1"), value.decode("latin-1")] for name, value in scope["headers"]
+    ]
+    body = json.dumps({"headers": headers, "size": size}).encode()
+    length = str(len(body)).encode()
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", length)]}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _raw(port: int, head: str, body: bytes = b"") -> dict[str, Any]:
+    """Send exactly `head` (and `body`), nothing an HTTP client would add; the echo."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status, _, rest = answer.partition(b"\r\n")
+    assert status == b"HTTP/1.1 200 OK", answer
+    seen: dict[str, Any] = json.loads(rest.partition(b"\r\n\r\n")[2])
+    return seen
+
+
+def _forwarded(host: str) -> list[list[str]]:
+    return [
+        ["x-forwarded-for", "127.0.0.1"],
+        ["x-forwarded-proto", "http"],
+        ["x-forwarded-host", host],
+        ["x-forwarded-port", "80"],
+        ["forwarded", f"for=127.0.0.1;host={host};proto=http"],
+    ]
+
+
+def test_the_upstream_gets_the_clients_headers_in_order_and_only_those(tmp_path: Path) -> None:
+    """Host first (as the client's, or the one the backend names), then the client's
+    headers as sent, less the hop-by-hop ones, then the forwarded ones; nothing an HTTP
+    client adds of its own (User-Agent, Accept, Accept-Encoding, a guessed
+    Content-Type), and only the framing a body needs."""
+    with ThreadServer(_head_echo) as upstream:
+        backends = f"""\
+  main: {{url: "{upstream.url}"}}
+  own: {{url: "{upstream.url}", host: upstream}}
+  named: {{url: "{upstream.url}", host: "shop.example.com:8443"}}
+"""
+        routes = """\
+  - {id: own, path: /own, backend: own}
+  - {id: named, path: /named, backend: named}
+"""
+        # Its own request id, so that the gateway makes none.
+        head = "Host: books.example.org\nX-One: 1\nConnection: close, x-gone\nX-Request-ID: r-1\n"
+        head += "X-Gone: a\n"
+        with _gateway(tmp_path, backends, routes) as gw:
+            get = _raw(gw.port, f"GET /x HTTP/1.1\n{head}X-Two: 2, 3\n")
+            own = _raw(gw.port, f"GET /own HTTP/1.1\n{head}X-Two: 2, 3\n")
+            named = _raw(gw.port, f"GET /named HTTP/1.1\n{head}X-Two: 2, 3\n")
+            sized = _raw(gw.port, f"POST /x HTTP/1.1\n{head}Content-Length: 4\n", b"abcd")
+            chunked = f"PUT /x HTTP/1.1\n{head}Transfer-Encoding: chunked\n"
+            streamed = _raw(gw.port, chunked, b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+    host = ["host", "books.example.org"]
+    first = [["x-one", "1"], ["x-request-id", "r-1"]]
+    client = [*first, ["x-two", "2, 3"]]
+    assert get == {"headers": [host, *client, *_forwarded("books.example.org")], "size": 0}
+    assert own["headers"] == [
+        ["host", f"127.0.0.1:{upstream.port}"],
+        *client,
+        *_forwarded("books.example.org"),
+    ]
+    assert named["headers"][0] == ["host", "shop.example.com:8443"]
+    assert named["headers"][1:] == [*client, *_forwarded("books.example.org")]
+    assert sized == {
+        "headers": [
+            host,
+            *first,
+            ["content-length", "4"],
+            *_forwarded("books.example.org"),
+        ],
+        "size": 4,
+    }
+    assert streamed == {
+        "headers": [
+            host,
+            *first,
+            *_forwarded("books.example.org"),
+            ["transfer-encoding", "chunked"],
+        ],
+        "size": 5,
+    }

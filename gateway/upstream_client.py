@@ -1,0 +1,99 @@
+"""The aiohttp client that url backends proxy through: its options, and the request
+class it builds each proxied request with.
+
+One pooled `aiohttp.ClientSession` is shared by every remote backend of a gateway
+process (connections are pooled per origin inside it). It adds nothing of its own
+to a request: no environment proxies, no cookies, no redirects followed, no header
+the client did not send (aiohttp's automatic `User-Agent`, `Accept`,
+`Accept-Encoding`, and a `Content-Type` guessed for a body), the response bytes
+relayed as the upstream encoded them.
+
+`ProxiedRequest` is the session's `request_class` (a documented option): aiohttp
+builds each request in steps (`update_headers`, `update_auto_headers`, ...), one
+of which only redoes, per request, what a proxied request never needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+from aiohttp import hdrs
+from multidict import CIMultiDict
+
+# Seconds to open a connection (TCP and TLS), whatever the route's timeout: a
+# working upstream connects in milliseconds, and SYN retries take over two minutes
+# to give up. Past it the upstream is unreachable (502), not slow.
+CONNECT_TIMEOUT = 10.0
+
+# The headers aiohttp would otherwise make up: only what the client sent goes upstream.
+_NEVER_ADDED: CIMultiDict[None] = CIMultiDict(
+    (name, None) for name in (hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.CONTENT_TYPE, hdrs.USER_AGENT)
+)
+
+
+class ProxiedRequest(aiohttp.ClientRequest):
+    """A request carrying the headers it is given and nothing else.
+
+    The stock request builds and merges, per request, the set of automatic headers
+    to skip (aiohttp's maintainers call skipping them a rarely used feature, and it
+    has no fast path). The gateway skips every one, so that comes down to a
+    constant. tests/test_upstream_fidelity.py checks what reaches the upstream,
+    header by header, so a change of aiohttp's under this step fails there."""
+
+    _skip_auto_headers = _NEVER_ADDED  # also read when a body's headers are added
+
+    def update_auto_headers(self, skip_auto_headers: Any) -> None:
+        return None  # none: see _NEVER_ADDED
+
+
+def new_client(max_connections: int = 512) -> aiohttp.ClientSession:
+    """The shared client. Only connecting is timed here (WebSocket handshakes
+    included): the dispatcher times the answer, as for every backend (a stream may
+    rightly last for hours, and a slow upload is not a slow answer)."""
+    return _session(aiohttp.TCPConnector(limit=max_connections, limit_per_host=0))
+
+
+def websocket_client(http: aiohttp.ClientSession) -> aiohttp.ClientSession:
+    """The client for WebSocket handshakes: `http`'s own options and connections, and it
+    never follows a redirect. `ws_connect` has no option for that (its requests follow
+    up to 10), so a trace stops one: the 3xx ends the handshake as a refusal, which
+    reaches the client as the upstream gave it. Following it would take the client's
+    cookies and credentials wherever the upstream points."""
+    assert http.connector is not None  # an open session's
+    return _session(http.connector, owner=False, trace_configs=[_NO_REDIRECT])
+
+
+def _session(
+    connector: aiohttp.BaseConnector,
+    owner: bool = True,
+    trace_configs: list[aiohttp.TraceConfig] | None = None,
+) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT),
+        connector=connector,
+        connector_owner=owner,
+        auto_decompress=False,  # relay the upstream's encoding untouched
+        cookie_jar=aiohttp.DummyCookieJar(),
+        request_class=ProxiedRequest,
+        trust_env=False,
+        trace_configs=trace_configs,
+    )
+
+
+async def _refuse_redirect(
+    session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestRedirectParams
+) -> None:
+    answer = params.response
+    answer.close()
+    raise aiohttp.WSServerHandshakeError(
+        answer.request_info,
+        (),
+        status=answer.status,
+        message="redirected",
+        headers=answer.headers,
+    )
+
+
+_NO_REDIRECT = aiohttp.TraceConfig()
+_NO_REDIRECT.on_request_redirect.append(_refuse_redirect)
