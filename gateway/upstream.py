@@ -109,9 +109,15 @@ class HTTPBackend:
         self.spec = spec
         self.client = client
         self._websockets: aiohttp.ClientSession | None = None  # made at the first one
-        literal = spec.host not in (HOST_PRESERVE, HOST_UPSTREAM)
-        # None: the client's Host, or (for "upstream") the one aiohttp derives from the URL
-        self._host = spec.host if literal else None
+        # The Host of the URL itself: for "upstream", and for a client that sent none.
+        own_host = URL(spec.target).host_port_subcomponent or ""
+        # None: the client's Host
+        self._host: str | None = None
+        if spec.host == HOST_UPSTREAM:
+            self._host = own_host
+        elif spec.host != HOST_PRESERVE:
+            self._host = spec.host
+        self._own_host = own_host
         self._ssl: ssl.SSLContext | bool = True
         if spec.target.startswith("https://"):
             self._ssl = client_context(spec.tls)
@@ -142,7 +148,8 @@ class HTTPBackend:
             url += "?" + scope["query_string"].decode("latin-1")
         host = ""
         came_with: dict[bytes, list[str]] = {}  # the forwarded headers the request has
-        kept: list[tuple[str, str]] = []
+        # Host first, as HTTP clients send it (aiohttp would put its own there)
+        kept: list[tuple[str, str]] = [(hdrs.HOST, "")]
         headers: Headers = scope["headers"]
         named: set[bytes] = set()
         for name, value in headers:
@@ -166,10 +173,7 @@ class HTTPBackend:
                 outer = outer or text.split(",")[0].strip().rstrip("/")
             else:
                 kept.append((name.decode("latin-1"), text))
-        if self._host is not None:
-            kept.append((hdrs.HOST, self._host))
-        elif host and self.spec.host == HOST_PRESERVE:
-            kept.append((hdrs.HOST, host))
+        kept[0] = (hdrs.HOST, self._host or host or self._own_host)
         kept.extend(forwarding_headers(scope, host, came_with))
         if mount:
             kept.append((_X_FORWARDED_PREFIX, outer + mount))

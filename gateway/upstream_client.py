@@ -9,8 +9,8 @@ the client did not send (aiohttp's automatic `User-Agent`, `Accept`,
 relayed as the upstream encoded them.
 
 `ProxiedRequest` is the session's `request_class` (a documented option): aiohttp
-builds each request in steps (`update_headers`, `update_auto_headers`, ...), one
-of which only redoes, per request, what a proxied request never needs.
+builds each request in steps (`update_headers`, `update_auto_headers`, ...), two
+of which only redo, per request, what a proxied request never needs.
 """
 
 from __future__ import annotations
@@ -33,15 +33,25 @@ _NEVER_ADDED: CIMultiDict[None] = CIMultiDict(
 
 
 class ProxiedRequest(aiohttp.ClientRequest):
-    """A request carrying the headers it is given and nothing else.
+    """A request carrying the headers it is given, in their order, and nothing else.
 
-    The stock request builds and merges, per request, the set of automatic headers
-    to skip (aiohttp's maintainers call skipping them a rarely used feature, and it
-    has no fast path). The gateway skips every one, so that comes down to a
-    constant. tests/test_upstream_fidelity.py checks what reaches the upstream,
-    header by header, so a change of aiohttp's under this step fails there."""
+    The stock request copies the headers once more, header by header, to put a Host
+    first, and per request builds and merges the set of automatic headers to skip
+    (aiohttp's maintainers call skipping them a rarely used feature, and it has no
+    fast path). The gateway gives every request its Host, first (`HTTPBackend`),
+    and skips every automatic header, so both come down to a copy and a constant.
+    tests/test_upstream_fidelity.py checks what reaches the upstream, header by
+    header, so a change of aiohttp's under these steps fails there."""
 
     _skip_auto_headers = _NEVER_ADDED  # also read when a body's headers are added
+
+    def update_headers(self, headers: Any) -> None:
+        if isinstance(headers, CIMultiDict) and hdrs.HOST in headers:
+            # The session made this dict for this request; copied all the same, as a
+            # retried request (a dropped keep-alive connection) is built from it again.
+            self.headers = headers.copy()
+        else:
+            super().update_headers(headers)
 
     def update_auto_headers(self, skip_auto_headers: Any) -> None:
         return None  # none: see _NEVER_ADDED

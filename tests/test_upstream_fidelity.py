@@ -294,7 +294,8 @@ async def _head_echo(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 def _raw(port: int, head: str, body: bytes = b"") -> dict[str, Any]:
-    """Send exactly `head` (and `body`), nothing an HTTP client would add; the echo."""
+    """Send exactly `head` (and `body`), nothing an HTTP client would add; the echo.
+    The connection closes after the answer (`Connection: close`, or HTTP/1.0)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
         answer = b""
@@ -317,7 +318,7 @@ def _forwarded(host: str) -> list[list[str]]:
 
 
 def test_the_upstream_gets_the_clients_headers_in_order_and_only_those(tmp_path: Path) -> None:
-    """Host first (as the client's, or the one the backend names), then the client's
+    """Host first (the client's, the one the backend names, or the URL's), then the client's
     headers as sent, less the hop-by-hop ones, then the forwarded ones; nothing an HTTP
     client adds of its own (User-Agent, Accept, Accept-Encoding, a guessed
     Content-Type), and only the framing a body needs."""
@@ -341,6 +342,7 @@ def test_the_upstream_gets_the_clients_headers_in_order_and_only_those(tmp_path:
             sized = _raw(gw.port, f"POST /x HTTP/1.1\n{head}Content-Length: 4\n", b"abcd")
             chunked = f"PUT /x HTTP/1.1\n{head}Transfer-Encoding: chunked\n"
             streamed = _raw(gw.port, chunked, b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+            hostless = _raw(gw.port, "GET /x HTTP/1.0\nX-Request-ID: r-1\n")
     host = ["host", "books.example.org"]
     first = [["x-one", "1"], ["x-request-id", "r-1"]]
     client = [*first, ["x-two", "2, 3"]]
@@ -370,3 +372,12 @@ def test_the_upstream_gets_the_clients_headers_in_order_and_only_those(tmp_path:
         ],
         "size": 5,
     }
+    # A client that sent no Host (HTTP/1.0): the URL's own, and no host to forward.
+    assert hostless["headers"] == [
+        ["host", f"127.0.0.1:{upstream.port}"],
+        ["x-request-id", "r-1"],
+        ["x-forwarded-for", "127.0.0.1"],
+        ["x-forwarded-proto", "http"],
+        ["x-forwarded-port", "80"],
+        ["forwarded", "for=127.0.0.1;proto=http"],
+    ]
