@@ -220,9 +220,12 @@ class HTTPBackend:
                     "headers": response_headers,
                 }
             )
-            # A body with a length, or all here already (a small one that came in the
-            # same read as the head), ends on its own.
-            if sized or response.content.is_eof():
+            content = response.content
+            if content.is_eof() and not content.exception():
+                # All of it came with the head (most small answers): one message, at once.
+                body = content.read_nowait()
+                await send({"type": "http.response.body", "body": body, "more_body": False})
+            elif sized:  # a body with a length ends on its own
                 await self._relay(response, send)
             else:
                 # An open-ended body (SSE, chunked): stop as soon as the client goes.
