@@ -231,7 +231,8 @@ class HTTPBackend:
                 # An open-ended body (SSE, chunked): stop as soon as the client goes.
                 await _until_disconnect(self._relay(response, send), receive)
         finally:
-            response.release()
+            if not response.closed:  # else its connection is back in the pool already
+                response.release()
 
     async def _relay(self, response: aiohttp.ClientResponse, send: Send) -> None:
         content = response.content
