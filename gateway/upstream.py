@@ -62,6 +62,12 @@ HOP_BY_HOP = frozenset(
 # dicts take it without folding its case again.
 _X_FORWARDED_PREFIX = istr("X-Forwarded-Prefix")
 
+# The client's header names as aiohttp's header dicts take them (an `istr` is not
+# case-folded again at each insertion), made once per name. Bounded: a client
+# chooses the names.
+_NAMES: dict[bytes, istr] = {}
+_NAMES_KEPT = 1024
+
 # The gateway's server dates every answer itself (as nginx does): the upstream's Date
 # relayed too would give the client two.
 _NOT_RELAYED = HOP_BY_HOP | {b"date"}
@@ -172,7 +178,12 @@ class HTTPBackend:
             elif mount and name == b"x-forwarded-prefix":
                 outer = outer or text.split(",")[0].strip().rstrip("/")
             else:
-                kept.append((name.decode("latin-1"), text))
+                known = _NAMES.get(name)
+                if known is None:
+                    known = istr(name.decode("latin-1"))
+                    if len(_NAMES) < _NAMES_KEPT:
+                        _NAMES[name] = known
+                kept.append((known, text))
         kept[0] = (hdrs.HOST, self._host or host or self._own_host)
         kept.extend(forwarding_headers(scope, host, came_with))
         if mount:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 import trustme
 
+from gateway import upstream as upstream_module
 from gateway.app import Gateway
 from gateway.cli import main
 from gateway.settings import Settings
@@ -381,3 +382,16 @@ def test_the_upstream_gets_the_clients_headers_in_order_and_only_those(tmp_path:
         ["x-forwarded-port", "80"],
         ["forwarded", "for=127.0.0.1;proto=http"],
     ]
+
+
+def test_header_names_made_once_are_bounded_and_every_name_still_passes(tmp_path: Path) -> None:
+    """The client's header names are kept, made once, for aiohttp (`upstream._NAMES`);
+    past the bound, new names still reach the upstream, and nothing more is kept."""
+    upstream = ThreadServer(_head_echo)
+    with upstream, _gateway(tmp_path, f'  main: {{url: "{upstream.url}"}}\n') as gw:
+        for batch in range(0, upstream_module._NAMES_KEPT + 200, 50):
+            names = [f"x-n{n}" for n in range(batch, batch + 50)]
+            head = "".join(f"{name}: {n}\n" for n, name in enumerate(names))
+            seen = _raw(gw.port, f"GET /x HTTP/1.1\nHost: h\nConnection: close\n{head}")
+            assert seen["headers"][1:51] == [[name, str(n)] for n, name in enumerate(names)]
+    assert len(upstream_module._NAMES) == upstream_module._NAMES_KEPT
