@@ -159,10 +159,9 @@ class HTTPBackend:
         headers: Headers = scope["headers"]
         named: set[bytes] = set()
         for name, value in headers:
-            if name == b"connection":
-                named = _named(value, named)
-        for name, value in headers:
-            if name in HOP_BY_HOP or name in named:
+            if name in HOP_BY_HOP:
+                if name == b"connection":
+                    named = _named(value, named)
                 continue
             # aiohttp writes header text as UTF-8, so UTF-8 bytes (what clients send
             # beyond ASCII) reach the upstream as sent. Other bytes cannot be written
@@ -184,6 +183,11 @@ class HTTPBackend:
                     if len(_NAMES) < _NAMES_KEPT:
                         _NAMES[name] = known
                 kept.append((known, text))
+        # The fields a Connection header names are hop-by-hop too: if the request has
+        # any (rare: "close" names none), once more without them.
+        if named and any(name in named for name, _ in headers):
+            dropped = named | {b"connection"}
+            return self._request({**scope, "headers": [h for h in headers if h[0] not in dropped]})
         kept[0] = (hdrs.HOST, self._host or host or self._own_host)
         kept.extend(forwarding_headers(scope, host, came_with))
         if mount:
