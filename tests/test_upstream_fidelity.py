@@ -395,3 +395,25 @@ def test_header_names_made_once_are_bounded_and_every_name_still_passes(tmp_path
             seen = _raw(gw.port, f"GET /x HTTP/1.1\nHost: h\nConnection: close\n{head}")
             assert seen["headers"][1:51] == [[name, str(n)] for n, name in enumerate(names)]
     assert len(upstream_module._NAMES) == upstream_module._NAMES_KEPT
+
+
+async def _peer_echo(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers with the port of the connection the request came on."""
+    if scope["type"] != "http":
+        return
+    body = str(scope["client"][1]).encode()
+    headers = [(b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def test_answers_read_to_their_end_leave_their_connection_to_the_next_request(
+    tmp_path: Path,
+) -> None:
+    """One request after another goes over one pooled upstream connection: each answer
+    gives its connection back once its body is read, and only once."""
+    upstream = ThreadServer(_peer_echo)
+    gw = _gateway(tmp_path, f'  main: {{url: "{upstream.url}"}}\n')
+    with upstream, gw, httpx.Client(base_url=gw.url, timeout=10) as client:
+        ports = [client.get("/x").text for _ in range(20)]
+    assert len(set(ports)) == 1, ports
