@@ -64,6 +64,20 @@ class GatewayProtocol(HttpToolsProtocol):
     # start and end): each override is a Python call more per request. The base's
     # methods are called by name, not through super(), for the same reason.
 
+    # The limits' own state in slots, not in the instance dict: uvicorn's protocol keeps
+    # 28 attributes there, and CPython 3.11 shares the keys of at most 30 per class.
+    # Past that, every instance gets a dict of its own, and each attribute uvicorn reads
+    # or writes per request takes the interpreter's slow path.
+    __slots__ = (
+        "_head_bytes",
+        "_head_since",
+        "_head_timer",
+        "_in_head",
+        "_refused",
+        "head_timeout",
+        "max_head",
+    )
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         HttpToolsProtocol.connection_made(self, transport)
         self.max_head, self.head_timeout = _limits()
