@@ -140,7 +140,7 @@ class RouteTable:
     # table has served before, a path the gateway does not keep for itself: the front
     # door then skips normalising the path, the reserved-path check and the walk.
     # Filled by `remember`; a new table starts empty, so no answer outlives its table.
-    known: dict[tuple[str, str], Route | None] = field(default_factory=dict)
+    known: dict[tuple[str, str], Route | None] = field(default_factory=dict, init=False, repr=False)
 
     def match(self, method: str, path: str) -> Route | None:
         route = self.router.match(method, path)
