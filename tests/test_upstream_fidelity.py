@@ -36,6 +36,21 @@ def _gateway(tmp_path: Path, backends: str, routes: str = "") -> ThreadServer:
     return ThreadServer(Gateway(Settings(config=str(path))))
 
 
+def _hosts_gateway(tmp_path: Path, upstream: ThreadServer) -> ThreadServer:
+    """Three backends on `upstream` that differ by their `host`: the client's (default,
+    `/x`), the URL's own (`/own`), and one named (`/named`)."""
+    backends = f"""\
+  main: {{url: "{upstream.url}"}}
+  own: {{url: "{upstream.url}", host: upstream}}
+  named: {{url: "{upstream.url}", host: "shop.example.com:8443"}}
+"""
+    routes = """\
+  - {id: own, path: /own, backend: own}
+  - {id: named, path: /named, backend: named}
+"""
+    return _gateway(tmp_path, backends, routes)
+
+
 def _seen(url: str, path: str = "/x", **options: object) -> dict[str, object]:
     r = httpx.get(url + path, timeout=10, **options)  # type: ignore[arg-type]
     assert r.status_code == 200, r.text
@@ -46,16 +61,7 @@ def _seen(url: str, path: str = "/x", **options: object) -> dict[str, object]:
 def test_the_upstream_gets_the_clients_host_unless_the_backend_names_another(
     tmp_path: Path, upstream: ThreadServer
 ) -> None:
-    backends = f"""\
-  main: {{url: "{upstream.url}"}}
-  own: {{url: "{upstream.url}", host: upstream}}
-  named: {{url: "{upstream.url}", host: "shop.example.com:8443"}}
-"""
-    routes = """\
-  - {id: own, path: /own, backend: own}
-  - {id: named, path: /named, backend: named}
-"""
-    with _gateway(tmp_path, backends, routes) as gw:
+    with _hosts_gateway(tmp_path, upstream) as gw:
         client_host = f"127.0.0.1:{gw.port}"
         assert _seen(gw.url)["headers"]["host"] == client_host  # type: ignore[index]
         assert _seen(gw.url, headers={"Host": "books.example.org"})["headers"]["host"] == (  # type: ignore[index]
@@ -324,19 +330,10 @@ def test_the_upstream_gets_the_clients_headers_in_order_and_only_those(tmp_path:
     client adds of its own (User-Agent, Accept, Accept-Encoding, a guessed
     Content-Type), and only the framing a body needs."""
     with ThreadServer(_head_echo) as upstream:
-        backends = f"""\
-  main: {{url: "{upstream.url}"}}
-  own: {{url: "{upstream.url}", host: upstream}}
-  named: {{url: "{upstream.url}", host: "shop.example.com:8443"}}
-"""
-        routes = """\
-  - {id: own, path: /own, backend: own}
-  - {id: named, path: /named, backend: named}
-"""
         # Its own request id, so that the gateway makes none.
         head = "Host: books.example.org\nX-One: 1\nConnection: close, x-gone\nX-Request-ID: r-1\n"
         head += "X-Gone: a\n"
-        with _gateway(tmp_path, backends, routes) as gw:
+        with _hosts_gateway(tmp_path, upstream) as gw:
             get = _raw(gw.port, f"GET /x HTTP/1.1\n{head}X-Two: 2, 3\n")
             own = _raw(gw.port, f"GET /own HTTP/1.1\n{head}X-Two: 2, 3\n")
             named = _raw(gw.port, f"GET /named HTTP/1.1\n{head}X-Two: 2, 3\n")
