@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from aiohttp import hdrs
 
-from gateway.proxies import PEER, peer_of
+from gateway.proxies import PEER, Peer
 from gateway.types import Scope
 
 # The headers written here; a request's own values of them are given to `forwarding_headers`.
@@ -46,14 +46,14 @@ def forwarding_headers(
     """The forwarded headers for the upstream. `host` is the client's Host ("" if none);
     `came_with` maps each header of `OWN` the request has to its values."""
     scheme = scope.get("scheme", "http")
-    if PEER not in scope:
-        # No forwarded header came (`peer_of`): the scope's client and scheme are the
-        # socket's own, and the chain starts here. The headers then depend only on
-        # the client, the Host and the scheme, which recur on every request of a
-        # connection: built once per such set.
+    peer: Peer | None = scope.get(PEER)
+    if peer is None:
+        # No forwarded header came (`proxies.peer_of`): the scope's client and scheme
+        # are the socket's own, and the chain starts here. The headers then depend
+        # only on the client, the Host and the scheme, which recur on every request
+        # of a connection: built once per such set.
         client = scope.get("client")
         return _first_hop(client[0] if client else None, host, scheme, scheme)
-    peer = peer_of(scope)
     address = peer.client[0] if peer.client else None
     if came_with:
         return _headers(address, host, scheme, peer.scheme, came_with)
