@@ -186,8 +186,7 @@ class HTTPBackend:
         # The fields a Connection header names are hop-by-hop too: if the request has
         # any (rare: "close" names none), once more without them.
         if named and any(name in named for name, _ in headers):
-            dropped = named | {b"connection"}
-            return self._request({**scope, "headers": [h for h in headers if h[0] not in dropped]})
+            return self._request({**scope, "headers": _strip_hop_by_hop(headers)})
         kept[0] = (hdrs.HOST, self._host or host or self._own_host)
         kept.extend(forwarding_headers(scope, host, came_with))
         if mount:
