@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import hdrs
+from aiohttp.connector import Connection
 from multidict import CIMultiDict
 
 # Seconds to open a connection (TCP and TLS), whatever the route's timeout: a
@@ -57,6 +58,26 @@ class ProxiedRequest(aiohttp.ClientRequest):
         return None  # none: see _NEVER_ADDED
 
 
+class ProxiedResponse(aiohttp.ClientResponse):
+    """A response whose connection goes back to the pool only if its status is below 500.
+
+    A server may close a connection after an error without saying so in the answer:
+    uvicorn does, once Starlette has sent the 500 of an app that raised (it logs the
+    traceback first, which takes milliseconds). A request sent on that connection in
+    between is reset, and only an idempotent one can be tried again (aiohttp does,
+    once); a POST would get a 502 for another request's failure. A 5xx costs the
+    next request a new connection instead."""
+
+    async def start(self, connection: Connection) -> ProxiedResponse:
+        protocol = connection.protocol
+        await super().start(connection)
+        if self.status >= 500 and protocol is not None:
+            protocol.force_close()  # closed, not pooled, when it is released
+            if self.closed:  # released already: the whole answer came with its head
+                protocol.close()
+        return self
+
+
 def new_client(max_connections: int = 512) -> aiohttp.ClientSession:
     """The shared client. Only connecting is timed here (WebSocket handshakes
     included): the dispatcher times the answer, as for every backend (a stream may
@@ -86,6 +107,7 @@ def _session(
         auto_decompress=False,  # relay the upstream's encoding untouched
         cookie_jar=aiohttp.DummyCookieJar(),
         request_class=ProxiedRequest,
+        response_class=ProxiedResponse,
         trust_env=False,
         trace_configs=trace_configs,
     )

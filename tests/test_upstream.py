@@ -268,3 +268,16 @@ def test_only_a_disconnect_before_the_body_is_complete_excuses_a_backend() -> No
     assert asyncio.run(gone_after([part, leave])) is True
     # The whole body arrived: a backend failing afterwards has no excuse.
     assert asyncio.run(gone_after([part, last, leave])) is False
+
+
+def test_a_post_right_after_an_upstream_failure_is_answered(gateway: ThreadServer) -> None:
+    """An app that raises gets Starlette's 500, and then uvicorn closes the connection,
+    without having said so in the answer (no `Connection: close`). A request sent on that
+    connection in between is reset, and a POST cannot be retried. The connection that
+    carried a 5xx is not reused: the POST right after it gets its answer, every time."""
+    with httpx.Client(base_url=gateway.url, timeout=5) as client:
+        for _ in range(10):
+            assert client.get("/fail").status_code == 500
+            answer = client.post("/after", content=b"")
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["method"] == "POST"
