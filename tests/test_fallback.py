@@ -220,7 +220,9 @@ def test_rollback_never_flips_back_by_itself(tmp_path: Path) -> None:
     text = TABLE.replace(
         status_route + "    fallback: legacy\n",
         status_route
-        + "    fallback: legacy\n    rollback: {error_ratio: 0.5, window: 1, min_requests: 5}\n",
+        # Three seconds: the five failures below fit in it on a loaded machine too (the
+        # window counts whole seconds, so one second could split them at its turn).
+        + "    fallback: legacy\n    rollback: {error_ratio: 0.5, window: 3, min_requests: 5}\n",
     )
     rolled_back = text.replace(status_route, status_route.replace("new", "legacy"))
     path = write_routes(tmp_path, text)
@@ -230,9 +232,9 @@ def test_rollback_never_flips_back_by_itself(tmp_path: Path) -> None:
         # the live table, not just the file
         wait_for(lambda: backend_of_status(client) == "legacy", 10, "rollback")
         assert path.read_text() == rolled_back
-        # The backend recovers, and the one-second window has long moved on: the
-        # route stays where the rollback put it until a person flips it.
-        until = time.monotonic() + 3
+        # The backend recovers, and the window moves on past the failures: the route
+        # stays where the rollback put it until a person flips it.
+        until = time.monotonic() + 4
         while time.monotonic() < until:
             r = client.get("/status/200")
             assert (r.status_code, r.headers["x-gateway-backend"]) == (200, "legacy")
