@@ -281,3 +281,27 @@ def test_a_post_right_after_an_upstream_failure_is_answered(gateway: ThreadServe
             answer = client.post("/after", content=b"")
             assert answer.status_code == 200, answer.text
             assert answer.json()["method"] == "POST"
+
+
+def test_a_5xx_before_the_upload_ended_is_relayed_and_its_connection_not_reused(
+    gateway: ThreadServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The upstream answers 500 without reading the body, while the gateway is still
+    sending it: the upload stops there, the client gets the 500 as the app sent it, no
+    gateway error is logged, and the next POST is answered on a connection of its own
+    (that one is closed twice over: aiohttp drops a connection whose upload it cut,
+    and the gateway one that carried a 5xx)."""
+
+    def upload() -> Iterator[bytes]:
+        for _ in range(20):
+            yield b"x" * 4096
+            time.sleep(0.005)
+
+    with httpx.Client(base_url=gateway.url, timeout=5) as client:
+        for _ in range(3):
+            failed = client.post("/fail", content=upload())
+            assert (failed.status_code, failed.text) == (500, "Internal Server Error")
+            answer = client.post("/after", content=b"next")
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["body"] == "next"
+    assert not [r for r in caplog.records if r.name.startswith("gateway") and r.levelno >= 40]
