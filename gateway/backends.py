@@ -20,8 +20,7 @@ import logging
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
-from gateway.http import BODY
-from gateway.proxies import PEER
+from gateway.http import app_scope
 from gateway.routefile.loading import import_target
 from gateway.routefile.model import BackendSpec
 from gateway.types import ASGIApp, Message, Receive, Scope, Send
@@ -83,18 +82,6 @@ class ASGIBackend:
         (root_path, path_params, router), and the same request may go on to a
         fallback or a shadow backend."""
         return self.app(app_scope(scope, state), receive, send)
-
-
-def app_scope(scope: Scope, state: dict[str, Any]) -> Scope:
-    """The scope an in-process ASGI app gets: a copy of its own (frameworks rewrite
-    theirs, and the same request may go on to a fallback or a shadow backend), with
-    `state`, and without the keys the gateway keeps for itself on the request's
-    scope: the app sees what uvicorn would give it."""
-    own = dict(scope)
-    own["state"] = state
-    own.pop(BODY, None)
-    own.pop(PEER, None)
-    return own
 
 
 class _Lifespan:

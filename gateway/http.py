@@ -1,5 +1,5 @@
 """HTTP facts the request path and the admin API share: the request id, whether a
-request has a body, and the gateway's own JSON answers."""
+request has a body, the scope an app is given, and the gateway's own JSON answers."""
 
 from __future__ import annotations
 
@@ -9,12 +9,28 @@ import random
 import re
 from binascii import hexlify
 from collections.abc import Sequence
+from typing import Any
 
+from gateway.proxies import PEER
 from gateway.types import Message, Scope, Send
 
 REQUEST_ID = b"x-request-id"
 BODY = "gateway.body"  # the scope key where `survey` notes whether the request has a body
 _VALID_REQUEST_ID = re.compile(rb"^[\x21-\x7e]{1,128}$")
+
+
+def app_scope(scope: Scope, state: dict[str, Any] | None = None) -> Scope:
+    """The scope an in-process app gets: a copy of its own (frameworks rewrite theirs,
+    and the same request may go on to a fallback or a shadow backend), with `state`
+    if given (an ASGI app's, from its lifespan), and without the keys the gateway
+    keeps for itself on the request's scope: the app sees what uvicorn would give it
+    (a WSGI app, in its environ's `asgi.scope`)."""
+    own = dict(scope)
+    if state is not None:
+        own["state"] = state
+    own.pop(BODY, None)
+    own.pop(PEER, None)
+    return own
 
 
 def request_id_of(scope: Scope) -> tuple[str, bool]:

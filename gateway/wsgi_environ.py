@@ -1,9 +1,10 @@
 """The WSGI environ of a request, made from its ASGI scope.
 
 The keys and values a2wsgi's `build_environ` gives (PEP 3333's, as gunicorn
-fills them, plus a2wsgi's `asgi.scope`), with `wsgi.input_terminated` as
-gunicorn sets it: `wsgi.input` ends where the body does, so an app may read a
-body of unknown length (a chunked upload; Werkzeug reads none without it).
+fills them, plus a2wsgi's `asgi.scope`, less the gateway's own scope keys), with
+`wsgi.input_terminated` as gunicorn sets it: `wsgi.input` ends where the body
+does, so an app may read a body of unknown length (a chunked upload; Werkzeug
+reads none without it).
 
 Made here rather than by a2wsgi, for two reasons. A route's prefix
 (`gateway.prefix`, the scope's `root_path`) is the app's mount point:
@@ -21,6 +22,7 @@ import os
 import sys
 from typing import Any
 
+from gateway.http import app_scope
 from gateway.types import Scope
 
 # A header name's environ key. Names a client makes up are not kept past the bound.
@@ -49,7 +51,7 @@ def environ_of(scope: Scope, body: Any, script_name: str) -> dict[str, Any]:
         path_info = _wsgi_str(scope["path"])
     server_name, server_port = scope.get("server") or ("localhost", 80)
     environ: dict[str, Any] = {
-        "asgi.scope": scope,
+        "asgi.scope": app_scope(scope),  # as a2wsgi gives it under uvicorn
         "REQUEST_METHOD": scope["method"],
         "SCRIPT_NAME": script_name,
         "PATH_INFO": path_info,

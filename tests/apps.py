@@ -225,6 +225,14 @@ def wsgi_never_starts(environ: dict[str, Any], start_response: Any) -> list[byte
     return [b"a body without start_response"]
 
 
+def wsgi_scope_keys(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """A WSGI app that answers the sorted keys of the ASGI scope its environ was made
+    from (a2wsgi's `asgi.scope`)."""
+    environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps(sorted(environ["asgi.scope"])).encode()]
+
+
 async def scope_keys(scope: Scope, receive: Receive, send: Send) -> None:
     """An ASGI app that answers the sorted keys of the scope it was given."""
     if scope["type"] == "lifespan":

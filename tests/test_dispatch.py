@@ -6,10 +6,12 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import uvicorn
+from a2wsgi import WSGIMiddleware
 from starlette._utils import is_async_callable
 from starlette.websockets import WebSocketDisconnect
 
@@ -249,14 +251,25 @@ def test_a_forked_worker_makes_request_ids_of_its_own() -> None:
     assert len(child) == 3 and not child & parent
 
 
-def test_an_asgi_app_gets_the_scope_keys_uvicorn_gives_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("backend", "app"),
+    [
+        ('asgi: "tests.apps:scope_keys"', apps.scope_keys),
+        ('wsgi: "tests.apps:wsgi_scope_keys"', WSGIMiddleware(apps.wsgi_scope_keys)),
+    ],
+    ids=["asgi", "wsgi"],
+)
+def test_an_app_gets_the_scope_keys_uvicorn_gives_it(
+    tmp_path: Path, backend: str, app: Any
+) -> None:
     """The keys the gateway keeps on a request's scope for itself (whether it has a
-    body, the socket's own peer when forwarded headers came) never reach the app."""
-    text = 'version: 1\nbackends:\n  app: {asgi: "tests.apps:scope_keys"}\ndefault: app\n'
+    body, the socket's own peer when forwarded headers came) never reach the app: an
+    ASGI app's scope, a WSGI app's `asgi.scope` (against a2wsgi alone)."""
+    text = f"version: 1\nbackends:\n  app: {{{backend}}}\ndefault: app\n"
     path = write_routes(tmp_path, text)
     headers = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
     with (
-        ThreadServer(apps.scope_keys) as alone,
+        ThreadServer(app) as alone,
         ThreadServer(Gateway(Settings(config=str(path)))) as gateway,
     ):
         for server in (alone, gateway):
