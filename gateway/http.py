@@ -8,8 +8,8 @@ import os
 import random
 import re
 from binascii import hexlify
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from gateway.proxies import PEER
 from gateway.types import Message, Scope, Send
@@ -113,7 +113,7 @@ def start_problem(message: Message) -> str | None:
             if (
                 name.__class__ is not bytes
                 or value.__class__ is not bytes
-                or (name not in _GOOD_NAMES and not _good_name(name))
+                or not (_TOKEN_NAMES.get(name) or _TOKEN_NAMES[name])
                 or _CR in value
                 or _LF in value
                 or _NUL in value
@@ -124,18 +124,40 @@ def start_problem(message: Message) -> str | None:
     return None
 
 
-# Header names found to be tokens, so that the names an app answers with are checked
-# once, not per response (a few dozen in practice; bounded whatever backends send).
-_GOOD_NAMES: set[bytes] = set()
-_GOOD_NAMES_MAX = 1024
+def _is_token(name: bytes) -> bool:
+    return bool(name) and 0 not in name.translate(_TOKEN_TABLE)
 
 
-def _good_name(name: bytes) -> bool:
-    if not name or 0 in name.translate(_TOKEN_TABLE):
-        return False
-    if len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
-        _GOOD_NAMES.add(name)
-    return True
+V = TypeVar("V")
+
+
+class NameMemo(dict[bytes, V]):
+    """What `make` gives for each header name, made once per name. Clients and apps
+    choose the names, so at most `limit` are kept; past that, a new name's value is
+    made at each use.
+
+    Read as `memo.get(name) or memo[name]`: a name seen before costs a dict's `get`
+    (a subscript of a dict subclass takes the interpreter's slow path, about a
+    quarter slower per lookup); a new one, or a falsy value, goes to `memo[name]`,
+    which makes and keeps what is missing."""
+
+    __slots__ = ("limit", "make")
+
+    def __init__(self, make: Callable[[bytes], V], limit: int = 1024) -> None:
+        super().__init__()
+        self.make = make
+        self.limit = limit
+
+    def __missing__(self, name: bytes) -> V:
+        value = self.make(name)
+        if len(self) < self.limit:
+            self[name] = value
+        return value
+
+
+# Whether a header name is a token: the names an app answers with are checked once,
+# not per response (a few dozen in practice).
+_TOKEN_NAMES = NameMemo(_is_token)
 
 
 def _problem(message: Message) -> str | None:
@@ -151,13 +173,7 @@ def _problem(message: Message) -> str | None:
         if not isinstance(name, bytes) or not isinstance(value, bytes):
             return f"a header that is not bytes ({type(name).__name__}, {type(value).__name__})"
         # A name of token characters only; no CR, LF or NUL in a value (RFC 9110 5.5).
-        if (
-            not name
-            or 0 in name.translate(_TOKEN_TABLE)
-            or _CR in value
-            or _LF in value
-            or _NUL in value
-        ):
+        if not _is_token(name) or _CR in value or _LF in value or _NUL in value:
             return "a header with characters HTTP does not allow (CR, LF, NUL, or in its name)"
     return None
 

@@ -33,7 +33,7 @@ from gateway import upstream_client
 from gateway.errors import BackendUnreachable, BadResponse, BrokenStream, safe_reason
 from gateway.forwarding import OWN as FORWARDING
 from gateway.forwarding import forwarding_headers
-from gateway.http import has_body
+from gateway.http import NameMemo, has_body
 from gateway.routefile.model import HOST_PRESERVE, HOST_UPSTREAM, BackendSpec
 from gateway.tls import client_context
 from gateway.types import Headers, Receive, Scope, Send
@@ -65,8 +65,7 @@ _X_FORWARDED_PREFIX = istr("X-Forwarded-Prefix")
 # The client's header names as aiohttp's header dicts take them (an `istr` is not
 # case-folded again at each insertion), made once per name. Bounded: a client
 # chooses the names.
-_NAMES: dict[bytes, istr] = {}
-_NAMES_KEPT = 1024
+_NAMES = NameMemo(lambda name: istr(name.decode("latin-1")))
 
 # The gateway's server dates every answer itself (as nginx does): the upstream's Date
 # relayed too would give the client two.
@@ -177,12 +176,7 @@ class HTTPBackend:
             elif mount and name == b"x-forwarded-prefix":
                 outer = outer or text.split(",")[0].strip().rstrip("/")
             else:
-                known = _NAMES.get(name)
-                if known is None:
-                    known = istr(name.decode("latin-1"))
-                    if len(_NAMES) < _NAMES_KEPT:
-                        _NAMES[name] = known
-                kept.append((known, text))
+                kept.append((_NAMES.get(name) or _NAMES[name], text))
         # The fields a Connection header names are hop-by-hop too: if the request has
         # any (rare: "close" names none), once more without them.
         if named and any(name in named for name, _ in headers):

@@ -22,12 +22,12 @@ import os
 import sys
 from typing import Any
 
-from gateway.http import app_scope
+from gateway.http import NameMemo, app_scope
 from gateway.types import Scope
 
 # A header name's environ key. Names a client makes up are not kept past the bound.
-_KEYS: dict[bytes, str] = {b"content-length": "CONTENT_LENGTH", b"content-type": "CONTENT_TYPE"}
-_KEYS_KEPT = 1024
+_KEYS = NameMemo(lambda name: "HTTP_" + name.decode("latin-1").upper().replace("-", "_"))
+_KEYS.update({b"content-length": "CONTENT_LENGTH", b"content-type": "CONTENT_TYPE"})
 
 
 def process_script_name() -> str:
@@ -74,11 +74,7 @@ def environ_of(scope: Scope, body: Any, script_name: str) -> dict[str, Any]:
         environ["REMOTE_PORT"] = str(client[1])
     keys = _KEYS
     for name, raw in scope["headers"]:
-        key = keys.get(name)
-        if key is None:
-            key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
-            if len(keys) < _KEYS_KEPT:
-                keys[name] = key
+        key = keys.get(name) or keys[name]
         value = raw.decode("latin-1")
         if key in environ:  # a repeated header: one value, comma-separated
             value = environ[key] + "," + value

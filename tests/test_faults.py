@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway import http as gateway_http
 from gateway.app import Gateway
 from gateway.http import _problem, start_problem
 from gateway.routefile.loading import parse_config
@@ -329,6 +330,25 @@ def test_the_quick_check_says_what_the_full_one_says_of_every_pair() -> None:
                     "headers": [first, second],
                 }
                 assert start_problem(start) == _problem(start), start
+
+
+def test_the_names_found_to_be_tokens_are_bounded_and_still_checked_past_it() -> None:
+    """Names an app answers with are checked once and kept (`http._TOKEN_NAMES`), at
+    most its limit of them; past it, a new name is still checked, each time."""
+    memo = gateway_http._TOKEN_NAMES
+    for number in range(memo.limit + 100):
+        start = {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"x-%d" % number, b"v")],
+        }
+        assert start_problem(start) is None
+        assert len(memo) <= memo.limit
+    assert len(memo) == memo.limit
+    for bad in (b"x a", b"x:a", b"", b"x\x00"):
+        start = {"type": "http.response.start", "status": 200, "headers": [(bad, b"v")]}
+        assert start_problem(start) == _problem(start) is not None
+    assert len(memo) == memo.limit
 
 
 _ITEM = (

@@ -386,12 +386,12 @@ def test_header_names_made_once_are_bounded_and_every_name_still_passes(tmp_path
     past the bound, new names still reach the upstream, and nothing more is kept."""
     upstream = ThreadServer(_head_echo)
     with upstream, _gateway(tmp_path, f'  main: {{url: "{upstream.url}"}}\n') as gw:
-        for batch in range(0, upstream_module._NAMES_KEPT + 200, 50):
+        for batch in range(0, upstream_module._NAMES.limit + 200, 50):
             names = [f"x-n{n}" for n in range(batch, batch + 50)]
             head = "".join(f"{name}: {n}\n" for n, name in enumerate(names))
             seen = _raw(gw.port, f"GET /x HTTP/1.1\nHost: h\nConnection: close\n{head}")
             assert seen["headers"][1:51] == [[name, str(n)] for n, name in enumerate(names)]
-    assert len(upstream_module._NAMES) == upstream_module._NAMES_KEPT
+    assert len(upstream_module._NAMES) == upstream_module._NAMES.limit
 
 
 async def _peer_echo(scope: Scope, receive: Receive, send: Send) -> None:

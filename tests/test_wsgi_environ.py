@@ -77,7 +77,7 @@ def test_the_process_script_name_is_read_as_wsgi_text(monkeypatch: pytest.Monkey
 
 
 def test_made_up_header_names_do_not_grow_the_key_cache_without_bound() -> None:
-    headers = [(f"x-made-up-{i}".encode(), b"v") for i in range(2 * wsgi_environ._KEYS_KEPT)]
+    headers = [(f"x-made-up-{i}".encode(), b"v") for i in range(2 * wsgi_environ._KEYS.limit)]
     environ = environ_of({**SCOPE, "headers": headers}, io.BytesIO(), "")
-    assert len(wsgi_environ._KEYS) <= wsgi_environ._KEYS_KEPT
+    assert len(wsgi_environ._KEYS) <= wsgi_environ._KEYS.limit
     assert all(environ[f"HTTP_X_MADE_UP_{i}"] == "v" for i in range(len(headers)))
